@@ -1,0 +1,1 @@
+"""Command-line tools over files (thin wrappers around mammoclip_kit.data)."""

@@ -1,0 +1,33 @@
+"""Benchmarks that print numbers: ``python -m mammoclip_kit.bench {cohort,preprocess,pretrain,embed} [args]``.
+
+Each subcommand lives next to the code it measures (a ``benchmark(argv)`` function in the owning module); this module
+only dispatches, so that ``--help`` of a subcommand shows its own arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "cohort": ("mammoclip_kit.data.synthetic", "images/s of the synthetic cohort generator"),
+    "preprocess": ("mammoclip_kit.data.preprocess", "images/s per core of DICOM → PNG, paper and voi modes"),
+    "pretrain": ("mammoclip_kit.train.bench", "img/s, step time and peak memory of a pretraining step"),
+    "embed": ("mammoclip_kit.inference", "embedding throughput (img/s) of an image tower"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in SUBCOMMANDS:
+        print(__doc__)
+        for name, (_, what) in SUBCOMMANDS.items():
+            print(f"  {name:<12}{what}")
+        return 0 if not argv or argv[0] in {"-h", "--help"} else 2
+    module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+    module.benchmark(argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""The run context shared by notebooks, CLIs and the runner.
+
+A notebook's ``parameters`` cell uses only the names in :data:`PARAMETERS` (papermill injects overrides there); its setup
+cell turns them into a :class:`RunContext` with :func:`setup_notebook`. The context knows the profile's settings
+(``configs/profiles/<profile>.yaml``) and every standard location, so no notebook builds a path or names a device itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mammoclip_kit import env
+
+PROFILES: tuple[str, ...] = ("smoke", "classroom", "paper")
+
+#: The shared parameter vocabulary: name -> (default, meaning). ``None`` means "the profile's default".
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "profile": (None, "smoke | classroom | paper; None reads $MAMMOCLIP_PROFILE, else classroom"),
+    "data_root": (None, "folder holding vindr/, rsna/, reports/; None = the embedded cohort of the profile"),
+    "output_dir": (None, "where this profile's artefacts go; None = $MAMMOCLIP_RUNS/<profile> (default runs/<profile>)"),
+    "checkpoint": (None, "a kit checkpoint folder or a released .tar; None = the classroom-trained model"),
+    "text_encoder": (None, "local folder or hub id of the text encoder (released checkpoints need one)"),
+    "device": (None, "torch device string; None picks CUDA, then MPS, then CPU"),
+    "seed": (0, "seed for every random choice"),
+    "max_steps": (None, "cap on optimisation steps for training cells; None = the profile's value"),
+    "batch_size": (None, "batch size; None = the profile's value"),
+    "num_workers": (None, "data-loading / preprocessing workers; None = the profile's value"),
+    "retrain": (False, "recompute cached artefacts (checkpoints, features, sweeps) even when they exist"),
+}
+
+CONFIG_DIR = env.repo_root() / "configs"
+
+
+def resolve_profile(profile: str | None) -> str:
+    """``profile`` if given, else ``$MAMMOCLIP_PROFILE``, else ``classroom``; rejects unknown names."""
+    name = profile or os.environ.get(env.PROFILE_ENV) or "classroom"
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: expected one of {', '.join(PROFILES)}")
+    return name
+
+
+def load_profile_settings(profile: str) -> dict[str, Any]:
+    """Read ``configs/profiles/<profile>.yaml`` (one section per stage)."""
+    path = CONFIG_DIR / "profiles" / f"{profile}.yaml"
+    with open(path) as handle:
+        settings = yaml.safe_load(handle) or {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: expected a mapping of sections, got {type(settings).__name__}")
+    return settings
+
+
+@dataclass
+class RunContext:
+    """Resolved parameters and standard locations of one profile run."""
+
+    profile: str
+    data_root: Path
+    output_dir: Path
+    device: Any
+    seed: int
+    settings: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)
+    notebook: str | None = None
+    is_cohort: bool = True
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The profile's settings for one stage (an empty dict when the profile has none)."""
+        return dict(self.settings.get(name) or {})
+
+    def param(self, name: str, section: str | None = None, key: str | None = None, default: Any = None) -> Any:
+        """A vocabulary parameter if the user set it, else ``settings[section][key]``, else ``default``."""
+        value = self.params.get(name)
+        if value is not None:
+            return value
+        if section is not None:
+            return self.section(section).get(key or name, default)
+        return default
+
+    @property
+    def retrain(self) -> bool:
+        return bool(self.params.get("retrain"))
+
+    def png_dir(self, dataset: str) -> Path:
+        return self.output_dir / "png" / dataset
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.output_dir / "tables"
+
+    def checkpoint_dir(self, name: str) -> Path:
+        return self.output_dir / "checkpoints" / name
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.output_dir / "cache"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.output_dir / "figures"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.output_dir / "metrics"
+
+    def abspath(self, relative: str | os.PathLike) -> Path:
+        """Resolve a path stored relative to ``output_dir`` (as the built tables store them)."""
+        path = Path(relative)
+        return path if path.is_absolute() else self.output_dir / path
+
+    def relpath(self, path: str | os.PathLike) -> str:
+        """Store ``path`` relative to ``output_dir`` when it lies below it (tables stay movable)."""
+        path = Path(path)
+        try:
+            return path.resolve().relative_to(self.output_dir.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
+    def write_metrics(self, metrics: dict[str, Any], name: str | None = None) -> Path:
+        """Write this notebook's metrics JSON (merged into ``summary.json`` by the runner)."""
+        name = name or self.notebook
+        if not name:
+            raise ValueError("write_metrics needs a name when the context has no notebook")
+        self.metrics_dir.mkdir(parents=True, exist_ok=True)
+        path = self.metrics_dir / f"{name}.json"
+        payload = {"notebook": name, "profile": self.profile, "data_root": self._describe_data(),
+                   "seed": self.seed, "metrics": _jsonable(metrics)}
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+        tmp.replace(path)
+        return path
+
+    def _describe_data(self) -> str:
+        return f"embedded cohort ({self.data_root.name})" if self.is_cohort else "user data"
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert numpy / torch scalars and paths so that metrics serialise; NaN becomes None."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def make_context(notebook: str | None = None, **params: Any) -> RunContext:
+    """Build a :class:`RunContext` from vocabulary parameters (unknown names are rejected)."""
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise TypeError(f"unknown parameter(s) {unknown}; the vocabulary is {sorted(PARAMETERS)}")
+    resolved = {name: params.get(name, default) for name, (default, _) in PARAMETERS.items()}
+    profile = resolve_profile(resolved["profile"])
+    resolved["profile"] = profile
+    settings = load_profile_settings(profile)
+    if resolved["data_root"]:
+        data_root, is_cohort = Path(resolved["data_root"]).expanduser(), False
+    else:
+        if profile == "paper":
+            raise ValueError(
+                "the paper profile runs on real data: pass data_root (a folder holding vindr/, rsna/ and/or reports/) "
+                f"or set ${env.DATA_ENV}; see README 'Real data'")
+        preset = (settings.get("cohort") or {}).get("preset", profile)
+        data_root, is_cohort = env.default_data_root() / "cohort" / preset, True
+    output_dir = Path(resolved["output_dir"]).expanduser() if resolved["output_dir"] else env.default_runs_root() / profile
+    seed = int(resolved["seed"] if resolved["seed"] is not None else 0)
+    device = env.pick_device(resolved["device"])
+    return RunContext(profile=profile, data_root=data_root, output_dir=output_dir, device=device, seed=seed,
+                      settings=settings, params=resolved, notebook=notebook, is_cohort=is_cohort)
+
+
+def setup_notebook(notebook: str, namespace: dict[str, Any] | None = None, *, quiet: bool = False,
+                   **params: Any) -> RunContext:
+    """The first call of every notebook: resolve parameters, seed, print the environment, return the context.
+
+    ``namespace`` is usually ``globals()`` of the notebook: the vocabulary names defined there (by the ``parameters``
+    cell, possibly overridden by papermill) are taken from it; keyword arguments win over it.
+    """
+    picked = {name: namespace[name] for name in PARAMETERS if namespace is not None and name in namespace}
+    picked.update(params)
+    ctx = make_context(notebook, **picked)
+    env.seed_everything(ctx.seed)
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(env.versions_report(ctx.device))
+        print(f"{'profile':<24}{ctx.profile}")
+        print(f"{'data_root':<24}{ctx._describe_data()}")
+        print(f"{'output_dir':<24}{ctx.output_dir.name} (under the runs folder)")
+        print(f"{'seed':<24}{ctx.seed}")
+    return ctx

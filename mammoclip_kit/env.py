@@ -1,0 +1,104 @@
+"""Environment helpers: device choice, seeding, default locations and a versions report.
+
+Every notebook's setup cell goes through these (via :func:`mammoclip_kit.context.setup_notebook`), so that no notebook
+hard-codes a device string or an absolute path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import random
+from pathlib import Path
+
+import numpy as np
+
+DATA_ENV = "MAMMOCLIP_DATA"
+RUNS_ENV = "MAMMOCLIP_RUNS"
+PROFILE_ENV = "MAMMOCLIP_PROFILE"
+
+_REPORTED_PACKAGES = (
+    "torch", "torchvision", "timm", "transformers", "tokenizers", "pydicom", "numpy", "pandas", "scikit-learn",
+    "opencv-python-headless", "matplotlib", "seaborn", "ipywidgets", "papermill",
+)
+
+
+def repo_root() -> Path:
+    """The folder that holds ``mammoclip_kit/`` (the repository root for an editable install)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def default_data_root() -> Path:
+    """``$MAMMOCLIP_DATA`` if set, else ``<repo>/data``."""
+    value = os.environ.get(DATA_ENV)
+    return Path(value).expanduser() if value else repo_root() / "data"
+
+
+def default_runs_root() -> Path:
+    """``$MAMMOCLIP_RUNS`` if set, else ``<repo>/runs``."""
+    value = os.environ.get(RUNS_ENV)
+    return Path(value).expanduser() if value else repo_root() / "runs"
+
+
+def pick_device(preferred: str | None = None):
+    """Return a ``torch.device``: ``preferred`` if given, else CUDA, then Apple MPS, then CPU."""
+    import torch
+
+    if preferred:
+        return torch.device(preferred)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch (all devices); make CPU kernels deterministic where torch allows."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def package_versions(packages: tuple[str, ...] = _REPORTED_PACKAGES) -> dict[str, str]:
+    """Installed versions of the kit's main packages (``"missing"`` when not installed)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
+def versions_report(device=None) -> str:
+    """A short, printable report: Python, platform, packages, threads and accelerator."""
+    import torch
+
+    lines = [f"python {platform.python_version()} on {platform.system()} {platform.machine()}"]
+    lines += [f"{name:<24}{version}" for name, version in package_versions().items()]
+    lines.append(f"{'torch threads':<24}{torch.get_num_threads()}")
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    lines.append(f"{'CUDA device':<24}{cuda}")
+    if device is not None:
+        lines.append(f"{'selected device':<24}{device}")
+    return "\n".join(lines)
+
+
+def module_available(name: str) -> bool:
+    """True when ``name`` can be imported (used to explain optional features instead of failing late)."""
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,1 @@
+"""Downstream evaluation: metrics, zero-shot, probes, detection, robustness."""

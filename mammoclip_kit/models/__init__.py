@@ -1,0 +1,1 @@
+"""Model towers, the MammoClip model, presets and released-checkpoint loading."""
