@@ -1,0 +1,1 @@
+"""Data: synthetic cohort, DICOM decoding and preprocessing, tables, text, transforms and datasets."""
