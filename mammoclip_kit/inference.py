@@ -1,0 +1,468 @@
+"""Image in, embeddings and probabilities out: the kit's inference API (reference-spec §2.7, §4.1, §4.2).
+
+* :func:`embed_images` turns PNG/JPEG paths, DICOM paths or 2-D arrays into L2-normalised image embeddings. Every image
+  goes through the one inference transform (:func:`mammoclip_kit.data.transforms.to_model_input`: per-image min–max, the
+  paper's mean/std, 3 channels), after an area resize to the model's input size when it differs. DICOM files are first
+  turned into the same 2-D array the PNG converter would write (:mod:`mammoclip_kit.data.preprocess`).
+* :func:`embed_texts` tokenises with the model's tokenizer and returns L2-normalised text embeddings.
+* :func:`zero_shot` scores images against prompt sets. ``scoring="ensemble"`` (default) averages the normalised
+  embeddings of all prompts of a class, re-normalises and applies the model's logit scale before the softmax (CLIP /
+  open_clip practice). ``scoring="reference"`` is the released evaluation's exact rule: one prompt per class (the first
+  one), softmax over the raw cosine similarities, no logit scale.
+* :func:`retrieval_metrics` is :func:`mammoclip_kit.eval.metrics.retrieval_metrics` (Recall@k, mean rank, both ways).
+* ``python -m mammoclip_kit.bench embed ...`` (:func:`benchmark`) measures image-embedding throughput.
+
+Example::
+
+    from mammoclip_kit import from_pretrained, zero_shot
+    model = from_pretrained("runs/classroom/checkpoints/mammoclip")
+    probs = zero_shot(["a.png", "b.dcm"], model, prompts={"mass": (["no mass"], ["mass"])})
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from mammoclip_kit.data.transforms import load_image, resize_to, to_model_input
+from mammoclip_kit.eval.metrics import retrieval_metrics
+
+__all__ = [
+    "DICOM_SUFFIXES",
+    "PromptSet",
+    "benchmark",
+    "class_embeddings",
+    "embed_images",
+    "embed_texts",
+    "load_model_input",
+    "model_image_size",
+    "normalize_prompts",
+    "retrieval_metrics",
+    "zero_shot",
+    "zero_shot_probabilities",
+]
+
+#: File suffixes read as DICOM (any other file is also tried as DICOM when it carries the ``DICM`` magic).
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+#: One task's prompts: one entry per class (index = class id), each a prompt or a list of prompts.
+PromptSet = Sequence[str | Sequence[str]]
+
+ImageLike = str | os.PathLike | np.ndarray | torch.Tensor
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model plumbing
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def model_image_size(model: Any) -> tuple[int, int] | None:
+    """The model's input ``(height, width)`` from ``model.config.image_size`` (an int means a square), else None."""
+    config = getattr(model, "config", None)
+    size = getattr(config, "image_size", None) if config is not None else None
+    if size is None and isinstance(config, Mapping):
+        size = config.get("image_size")
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return (size, size)
+    height, width = (int(v) for v in size)
+    return height, width
+
+
+def _model_device(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+def _resolve_device(model: Any, device: Any) -> torch.device:
+    """``device`` if given (the model is moved there), else the model's own device."""
+    if device is None:
+        return _model_device(model)
+    device = torch.device(device)
+    if _model_device(model) != device:
+        model.to(device)
+    return device
+
+
+class _EvalMode:
+    """Context manager: eval mode inside, the previous train/eval state restored afterwards."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.was_training = model, bool(getattr(model, "training", False))
+
+    def __enter__(self) -> Any:
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc: Any) -> None:
+        self.model.train(self.was_training)
+
+
+def _tokenize(model: Any, texts: list[str]) -> Any:
+    """Tokenise with the model's own rule (``model.tokenize``) or its Hugging Face tokenizer (``model.tokenizer``)."""
+    if hasattr(model, "tokenize"):
+        return model.tokenize(texts)
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise AttributeError(f"{type(model).__name__} has neither tokenize() nor a tokenizer: cannot embed texts")
+    config = getattr(model, "config", None)
+    max_length = int(getattr(config, "max_length", None) or getattr(config, "context_length", None) or 256)
+    return tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+
+
+def _to_device(tokens: Any, device: torch.device) -> Any:
+    if isinstance(tokens, torch.Tensor):
+        return tokens.to(device)
+    if isinstance(tokens, Mapping):
+        return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in tokens.items()}
+    if hasattr(tokens, "to"):
+        return tokens.to(device)
+    return tokens
+
+
+def _logit_scale(model: Any) -> float:
+    """``exp(model.logit_scale)`` (the parameter is stored in log space, initialised to ln(1/0.07))."""
+    scale = getattr(model, "logit_scale", None)
+    if scale is None:
+        raise AttributeError(f"{type(model).__name__} has no logit_scale; pass logit_scale= or scoring='reference'")
+    return float(torch.as_tensor(scale).detach().float().exp().cpu())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _read_dicom_as_png_array(path: Path, size: tuple[int, int] | None, mode: str) -> np.ndarray:
+    """The 2-D array the kit's PNG converter would write for ``path`` (``mode`` = ``"paper"`` or ``"voi"``).
+
+    Uses :func:`mammoclip_kit.data.preprocess.process_image` at the model's input size (the paper's 1520×912 when the
+    model states none), so a DICOM and the PNG converted from it give the same embedding.
+    """
+    from mammoclip_kit.data.dicom import read_dicom
+    from mammoclip_kit.data.preprocess import PreprocessCfg, process_image
+
+    height, width = size if size is not None else (1520, 912)
+    return process_image(read_dicom(path), PreprocessCfg(mode=mode, height=height, width=width)).image
+
+
+def load_model_input(image: ImageLike, size: tuple[int, int] | None = None, dicom_mode: str = "voi") -> torch.Tensor:
+    """One image → the model's input tensor ``3×H×W`` (float32, normalised as in spec §2.7).
+
+    ``image`` is a PNG/JPEG path (8- or 16-bit), a DICOM path (converted with ``dicom_mode`` like the PNG converter) or a
+    2-D array / tensor of gray values. When ``size`` (height, width) is given and differs, the image is area-resized
+    before :func:`~mammoclip_kit.data.transforms.to_model_input`.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such image file")
+        array = _read_dicom_as_png_array(path, size, dicom_mode) if _is_dicom(path) else load_image(path)
+    elif isinstance(image, torch.Tensor):
+        array = image.detach().cpu().numpy()
+    elif isinstance(image, np.ndarray):
+        array = image
+    else:
+        raise TypeError(f"expected an image path, a 2-D array or a tensor, got {type(image).__name__}")
+    if array.ndim == 3 and array.shape[0] in (1, 3) and isinstance(image, torch.Tensor):
+        array = array[0]  # a C×H×W gray tensor repeated over channels
+    if array.ndim != 2:
+        raise ValueError(f"{_describe(image)}: expected a 2-D grayscale image, got shape {tuple(array.shape)}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{_describe(image)}: image contains NaN or inf")
+    if size is not None:
+        array = resize_to(array, *size)
+    return to_model_input(array)
+
+
+def _describe(image: Any) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    return f"{type(image).__name__} image"
+
+
+def _batches(items: Sequence[Any], batch_size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), batch_size):
+        yield items[start:start + batch_size]
+
+
+def _as_image_list(images: Any) -> list[Any]:
+    if isinstance(images, (str, os.PathLike)):
+        return [images]
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 2:
+        return [images]
+    if isinstance(images, pd.Series):
+        return images.tolist()
+    return list(images)
+
+
+def embed_images(images: ImageLike | Sequence[ImageLike], model: Any, batch_size: int = 16, device: Any = None,
+                 progress: bool = True, dicom_mode: str = "voi", channels_last: bool = False) -> torch.Tensor:
+    """L2-normalised image embeddings ``(N, D)`` (float32, on the CPU) of paths or arrays, in input order.
+
+    ``device`` None uses the model's device. Images are read batch by batch (memory stays at one batch); the model runs
+    in eval mode under ``torch.inference_mode`` and is returned to its previous mode afterwards. DICOM files are
+    converted with ``dicom_mode`` (``"voi"``, the kit converter's default, or ``"paper"``, the reference recipe that the
+    released checkpoints were trained with).
+    """
+    items = _as_image_list(images)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    device = _resolve_device(model, device)
+    size = model_image_size(model)
+    out: list[torch.Tensor] = []
+    bar = None
+    if progress and len(items) > batch_size:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc="embed images", unit="img")
+    with _EvalMode(model), torch.inference_mode():
+        for batch in _batches(items, batch_size):
+            x = torch.stack([load_model_input(item, size, dicom_mode) for item in batch]).to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            features = model.encode_image(x)
+            out.append(F.normalize(features.float(), dim=-1).cpu())
+            if bar is not None:
+                bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    if not out:
+        raise ValueError("embed_images: no images given")
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Texts
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def embed_texts(texts: str | Sequence[str], model: Any, batch_size: int = 64, device: Any = None,
+                progress: bool = False) -> torch.Tensor:
+    """L2-normalised text embeddings ``(N, D)`` (float32, on the CPU) of ``texts``, tokenised by the model's rule."""
+    items = [texts] if isinstance(texts, str) else list(texts)
+    for i, text in enumerate(items):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"embed_texts: text {i} is {text!r}; expected a non-empty string")
+    device = _resolve_device(model, device)
+    out: list[torch.Tensor] = []
+    batches = list(_batches(items, batch_size))
+    if progress and len(batches) > 1:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="embed texts", unit="batch")
+    with _EvalMode(model), torch.inference_mode():
+        for batch in batches:
+            tokens = _to_device(_tokenize(model, list(batch)), device)
+            out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
+    if not out:
+        raise ValueError("embed_texts: no texts given")
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Zero-shot
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def normalize_prompts(prompts: Mapping[str, Any]) -> dict[str, list[list[str]]]:
+    """Validate a prompt mapping → ``{task: [[class-0 prompts], [class-1 prompts], ...]}``.
+
+    Accepted per task: a sequence with one entry per class, each a string or a list of strings (``("no mass", "mass")``
+    or ``(["no mass", "normal"], ["mass", "a mass"])``), or a mapping class name → prompts (class ids follow its order,
+    as :data:`mammoclip_kit.data.text.PROMPTS` gives density A–D). At least two classes; every prompt a non-empty
+    string.
+    """
+    if not isinstance(prompts, Mapping) or not prompts:
+        raise ValueError("prompts must be a non-empty mapping {task: (class-0 prompts, class-1 prompts, ...)}")
+    out: dict[str, list[list[str]]] = {}
+    for task, classes in prompts.items():
+        if isinstance(classes, Mapping):
+            classes = list(classes.values())
+        if isinstance(classes, str) or not isinstance(classes, Sequence) or len(classes) < 2:
+            raise ValueError(f"prompts[{task!r}]: expected one entry per class (at least 2), got {classes!r}")
+        parsed = []
+        for c, entry in enumerate(classes):
+            texts = [entry] if isinstance(entry, str) else list(entry)
+            if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+                raise ValueError(f"prompts[{task!r}][{c}]: expected a prompt or a non-empty list of prompts, "
+                                 f"got {entry!r}")
+            parsed.append(texts)
+        out[str(task)] = parsed
+    return out
+
+
+def class_embeddings(prompt_embeddings: Sequence[torch.Tensor], scoring: str = "ensemble") -> torch.Tensor:
+    """One unit vector per class from its prompts' embeddings (each ``(n_prompts, D)``) → ``(n_classes, D)``.
+
+    ``"ensemble"``: mean of the L2-normalised prompt embeddings, re-normalised. ``"reference"``: the first prompt only.
+    """
+    if scoring not in ("ensemble", "reference"):
+        raise ValueError(f"scoring must be 'ensemble' or 'reference', got {scoring!r}")
+    rows = []
+    for emb in prompt_embeddings:
+        emb = F.normalize(torch.as_tensor(emb).float().reshape(-1, emb.shape[-1]), dim=-1)
+        rows.append(emb[0] if scoring == "reference" else F.normalize(emb.mean(0), dim=-1))
+    return torch.stack(rows)
+
+
+def zero_shot_probabilities(image_embeddings: torch.Tensor, class_emb: torch.Tensor,
+                            logit_scale: float | None = None) -> torch.Tensor:
+    """Softmax over classes of ``scale × cos(image, class)`` → ``(N, n_classes)``; ``logit_scale`` None means 1.
+
+    With ``logit_scale=None`` this is the reference's rule (softmax over raw cosine values, spec §4.1).
+    """
+    images = F.normalize(torch.as_tensor(image_embeddings).float(), dim=-1)
+    logits = images @ F.normalize(class_emb.float(), dim=-1).T
+    if logit_scale is not None:
+        logits = logits * float(logit_scale)
+    return logits.softmax(dim=-1)
+
+
+def zero_shot(images_or_embeddings: Any, model: Any, prompts: Mapping[str, Any], scoring: str = "ensemble",
+              batch_size: int = 16, device: Any = None, progress: bool = True, logit_scale: float | None = None,
+              dicom_mode: str = "voi", index: Sequence[Any] | None = None) -> pd.DataFrame:
+    """Per-image zero-shot probabilities for each task of ``prompts``.
+
+    ``images_or_embeddings`` is a list of images (paths / arrays, embedded with :func:`embed_images`) or a 2-D
+    ``torch.Tensor`` of image embeddings (reused, e.g. to compare prompt sets without re-embedding). ``prompts`` maps a
+    task to one entry per class (see :func:`normalize_prompts`); class 0 is the negative class of a binary task.
+
+    Returns one row per image: for a binary task a column ``task`` = P(class 1); for a task with K > 2 classes columns
+    ``task_p0 … task_p{K-1}`` and ``task_pred`` (the arg-max class). The index is ``index``, else the image file
+    names for paths, else 0…N−1. ``scoring`` is ``"ensemble"`` (prompt ensemble, scaled by ``logit_scale`` or the
+    model's learned scale) or ``"reference"`` (first prompt per class, raw cosine, no scale — spec §4.1).
+    """
+    parsed = normalize_prompts(prompts)
+    if scoring not in ("ensemble", "reference"):
+        raise ValueError(f"scoring must be 'ensemble' or 'reference', got {scoring!r}")
+    if isinstance(images_or_embeddings, torch.Tensor) and images_or_embeddings.ndim == 2:
+        image_emb = images_or_embeddings.detach().float().cpu()
+        names = None
+    else:
+        items = _as_image_list(images_or_embeddings)
+        image_emb = embed_images(items, model, batch_size=batch_size, device=device, progress=progress,
+                                 dicom_mode=dicom_mode)
+        names = [Path(i).name if isinstance(i, (str, os.PathLike)) else None for i in items]
+        names = names if all(n is not None for n in names) and len(set(names)) == len(names) else None
+    scale = None if scoring == "reference" else (logit_scale if logit_scale is not None else _logit_scale(model))
+    flat = [text for classes in parsed.values() for texts in classes for text in texts]
+    unique = list(dict.fromkeys(flat))
+    text_emb = dict(zip(unique, embed_texts(unique, model, device=device), strict=True))
+    columns: dict[str, np.ndarray] = {}
+    for task, classes in parsed.items():
+        cls = class_embeddings([torch.stack([text_emb[t] for t in texts]) for texts in classes], scoring)
+        probs = zero_shot_probabilities(image_emb, cls, scale).numpy()
+        if probs.shape[1] == 2:
+            columns[task] = probs[:, 1]
+        else:
+            for c in range(probs.shape[1]):
+                columns[f"{task}_p{c}"] = probs[:, c]
+            columns[f"{task}_pred"] = probs.argmax(axis=1)
+    if index is not None and len(index) != len(image_emb):
+        raise ValueError(f"zero_shot: index has {len(index)} entries for {len(image_emb)} images")
+    return pd.DataFrame(columns, index=index if index is not None else names)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Benchmark
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _build_image_model(preset: str) -> Any:
+    """The preset's model for image embedding only (no text encoder download is needed to time the image tower)."""
+    from mammoclip_kit.models import factory
+
+    return factory.create_model(preset, text_encoder=None)
+
+
+def benchmark(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """``python -m mammoclip_kit.bench embed``: image-embedding throughput (img/s) of a preset's image tower.
+
+    Runs ``--warmup`` untimed and ``--steps`` timed batches of random input at ``--height × --width`` under
+    ``torch.inference_mode`` (optionally channels_last and bf16 autocast) and prints img/s, s/batch and peak memory.
+    """
+    parser = argparse.ArgumentParser(prog="python -m mammoclip_kit.bench embed", description=benchmark.__doc__)
+    parser.add_argument("--preset", default="paper-b2", help="model preset (paper-b2, paper-b5, classroom, smoke)")
+    parser.add_argument("--height", type=int, default=None, help="input height (default: the preset's)")
+    parser.add_argument("--width", type=int, default=None, help="input width (default: the preset's)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2, help="timed batches")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed batches first")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
+                        help="autocast dtype (bf16 works on CPU and CUDA, fp16 on CUDA)")
+    parser.add_argument("--device", default=None, help="default: CUDA, then MPS, then CPU")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+
+    from mammoclip_kit.env import pick_device, seed_everything
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed_everything(0)
+    device = pick_device(args.device)
+    model = _build_image_model(args.preset).to(device).eval()
+    size = model_image_size(model) or (args.height, args.width)
+    height, width = args.height or size[0], args.width or size[1]
+    x = torch.randn(args.batch, 3, height, width, device=device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            model.encode_image(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    with torch.inference_mode():
+        for _ in range(args.warmup):
+            step()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        elapsed = time.perf_counter() - start
+    per_batch = elapsed / max(args.steps, 1)
+    result = {"img_per_s": args.batch * args.steps / elapsed, "s_per_batch": per_batch,
+              "peak_mem_gb": _peak_memory_gb(device)}
+    print(f"embed {args.preset} {height}x{width} batch {args.batch} on {device} "
+          f"(channels_last={args.channels_last}, amp={args.amp}, threads={torch.get_num_threads()})")
+    print(f"  {result['img_per_s']:.3f} img/s, {per_batch:.3f} s/batch, peak memory {result['peak_mem_gb']:.2f} GB")
+    return result
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+    except (ImportError, AttributeError):
+        return float("nan")

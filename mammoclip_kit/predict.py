@@ -1,0 +1,127 @@
+"""Zero-shot probabilities for a few images from the command line.
+
+    python -m mammoclip_kit.predict --checkpoint CKPT --image a.dcm b.png [--prompts prompts.json]
+                                    [--text-encoder DIR] [--scoring ensemble|reference] [--json]
+
+``CKPT`` is a kit checkpoint folder (``config.json`` + ``model.safetensors``, loaded with
+:func:`mammoclip_kit.models.clip.from_pretrained`) or a released ``.tar`` file (loaded safely with
+:func:`mammoclip_kit.models.reference.load_reference_checkpoint`, which needs ``--text-encoder``: a local folder or hub id
+of the text encoder). ``prompts.json`` maps each task to one entry per class, each a prompt or a list of prompts::
+
+    {"mass": [["no mass", "no mass is seen"], ["mass", "a mass is seen"]],
+     "density": {"A": ["fatty breasts"], "B": ["scattered fibroglandular tissue"], "C": ["..."], "D": ["..."]}}
+
+Without ``--prompts`` the kit's prompt sets (:data:`mammoclip_kit.data.text.PROMPTS`) are used. The output is a table with
+one row per image (binary tasks: the probability of the positive class; multi-class tasks: one column per class and
+the predicted class), or JSON records with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+#: Suffixes of files treated as released (pickle-in-zip) checkpoints rather than kit folders.
+REFERENCE_SUFFIXES = (".tar", ".pth", ".pt", ".ckpt")
+
+
+def load_model(checkpoint: str | Path, text_encoder: str | None = None, device: Any = None) -> Any:
+    """A kit checkpoint folder or a released ``.tar`` → model in eval mode on ``device`` (None: the kit's pick)."""
+    from mammoclip_kit.env import pick_device
+
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        from mammoclip_kit.models.clip import from_pretrained
+
+        model = from_pretrained(path) if text_encoder is None else from_pretrained(path, text_encoder=text_encoder)
+    elif path.is_file():
+        if path.suffix.lower() not in REFERENCE_SUFFIXES:
+            raise ValueError(f"{path}: expected a kit checkpoint folder or a released checkpoint file "
+                             f"({', '.join(REFERENCE_SUFFIXES)})")
+        from mammoclip_kit.models.reference import load_reference_checkpoint
+
+        model = load_reference_checkpoint(path, text_encoder=text_encoder)
+    else:
+        raise FileNotFoundError(f"{path}: no such checkpoint folder or file")
+    return model.to(pick_device(device)).eval()
+
+
+def load_prompts(path: str | Path | None) -> dict[str, Any]:
+    """Prompts from a JSON file, or the kit's default prompt sets when ``path`` is None."""
+    if path is None:
+        from mammoclip_kit.data.text import PROMPTS
+
+        return dict(PROMPTS)
+    path = Path(path)
+    try:
+        prompts = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{path}: no such prompts file") from error
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    from mammoclip_kit.inference import normalize_prompts
+
+    try:
+        normalize_prompts(prompts)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    return prompts
+
+
+def predict(images: Sequence[str | Path], model: Any, prompts: dict[str, Any], scoring: str = "ensemble",
+            batch_size: int = 4, dicom_mode: str = "voi", progress: bool = False) -> pd.DataFrame:
+    """Per-image probabilities (rows: images as given, columns: see :func:`mammoclip_kit.inference.zero_shot`)."""
+    from mammoclip_kit.inference import zero_shot
+
+    return zero_shot([str(i) for i in images], model, prompts, scoring=scoring, batch_size=batch_size,
+                     progress=progress, dicom_mode=dicom_mode, index=[str(i) for i in images])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mammoclip_kit.predict",
+                                     description="Zero-shot probabilities of mammograms (PNG/JPEG/DICOM).")
+    parser.add_argument("--checkpoint", required=True, help="kit checkpoint folder or released .tar file")
+    parser.add_argument("--image", nargs="+", required=True, help="image files (PNG, JPEG or DICOM)")
+    parser.add_argument("--prompts", default=None, help="JSON file {task: [class-0 prompts, class-1 prompts, ...]}")
+    parser.add_argument("--text-encoder", default=None, help="local folder or hub id of the text encoder")
+    parser.add_argument("--scoring", choices=["ensemble", "reference"], default="ensemble",
+                        help="prompt ensemble with the model's logit scale, or the reference's single-prompt rule")
+    parser.add_argument("--dicom-mode", choices=["paper", "voi"], default=None,
+                        help="how DICOM files are converted (as the PNG converter's --mode); default: paper for a "
+                             "released .tar, voi for a kit folder")
+    parser.add_argument("--device", default=None, help="default: CUDA, then MPS, then CPU")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        model = load_model(args.checkpoint, args.text_encoder, args.device)
+        prompts = load_prompts(args.prompts)
+        dicom_mode = args.dicom_mode or ("voi" if Path(args.checkpoint).is_dir() else "paper")
+        table = predict(args.image, model, prompts, scoring=args.scoring, batch_size=args.batch_size,
+                        dicom_mode=dicom_mode)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        records = [{"image": name, **{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}}
+                   for name, row in table.iterrows()]
+        print(json.dumps(records, indent=2))
+    else:
+        with pd.option_context("display.max_columns", None, "display.width", 200, "display.float_format",
+                               "{:.4f}".format):
+            print(table.rename_axis("image").to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
