@@ -1,0 +1,87 @@
+"""The papermill runner: parameters, summary, failure report, resume, exit code."""
+
+import argparse
+import json
+
+import nbformat
+import pytest
+
+from mammoclip_kit import runner
+
+
+def _notebook(path, body):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("profile = None\noutput_dir = None\nseed = 0\n")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+GOOD = """
+from mammoclip_kit.context import make_context
+ctx = make_context("{stem}", profile=profile, output_dir=output_dir, seed=seed)
+ctx.write_metrics({{"seed_seen": seed, "profile_seen": profile}})
+"""
+BAD = """
+import sys
+print("about to fail", file=sys.stderr)
+raise ValueError("deliberate failure in the fixture")
+"""
+
+
+@pytest.fixture()
+def notebook_dir(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _notebook(folder / "00_first.ipynb", GOOD.format(stem="00_first"))
+    _notebook(folder / "01_second.ipynb", GOOD.format(stem="01_second"))
+    return folder
+
+
+def test_parse_parameter_reads_literals_and_rejects_unknown_names():
+    assert runner.parse_parameter("seed=3") == ("seed", 3)
+    assert runner.parse_parameter("data_root=some/folder") == ("data_root", "some/folder")
+    assert runner.parse_parameter("retrain=True") == ("retrain", True)
+    with pytest.raises(argparse.ArgumentTypeError, match="vocabulary"):
+        runner.parse_parameter("lr=0.1")
+    with pytest.raises(argparse.ArgumentTypeError, match="key=value"):
+        runner.parse_parameter("seed")
+
+
+def test_discover_orders_and_filters(notebook_dir):
+    assert [p.stem for p in runner.discover_notebooks(notebook_dir)] == ["00_first", "01_second"]
+    assert [p.stem for p in runner.discover_notebooks(notebook_dir, ["01"])] == ["01_second"]
+    with pytest.raises(SystemExit, match="07"):
+        runner.discover_notebooks(notebook_dir, ["07"])
+
+
+def test_run_writes_executed_copies_summary_and_resumes(notebook_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    results = runner.run("smoke", parameters={"seed": 4}, output=out, notebook_dir=notebook_dir, prepare=False)
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert (out / "notebooks" / "00_first.ipynb").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["profile"] == "smoke"
+    assert summary["notebooks"]["01_second"]["metrics"] == {"seed_seen": 4, "profile_seen": "smoke"}
+    table = capsys.readouterr().out
+    assert "00_first" in table and "summary.json" in table
+
+    again = runner.run("smoke", parameters={"seed": 4}, output=out, notebook_dir=notebook_dir, prepare=False,
+                       resume=True)
+    assert [r.status for r in again] == ["skipped (resume)"] * 2
+    changed = runner.run("smoke", parameters={"seed": 5}, output=out, notebook_dir=notebook_dir, prepare=False,
+                         resume=True, only=["00"])
+    assert [r.status for r in changed] == ["ok"]
+
+
+def test_failure_prints_cell_stderr_and_traceback_and_exits_nonzero(notebook_dir, tmp_path, capsys, monkeypatch):
+    _notebook(notebook_dir / "02_broken.ipynb", BAD)
+    monkeypatch.setattr(runner, "NOTEBOOK_DIR", notebook_dir)
+    code = runner.main(["--profile", "smoke", "--output", str(tmp_path / "o"), "--no-prepare", "--only", "02"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "FAILED: 02_broken" in err
+    assert 'raise ValueError("deliberate failure in the fixture")' in err  # the failing cell's source
+    assert "about to fail" in err  # its stderr
+    assert "ValueError" in err and "deliberate failure" in err  # the traceback
