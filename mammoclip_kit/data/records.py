@@ -1,0 +1,763 @@
+"""Training and evaluation tables: input schemas and validation, the VinDr / RSNA / image-report builders, folds and
+:func:`ensure_tables` (reference-spec.md §3.2–3.5, §4.5, §8).
+
+Inputs (under ``data_root``; the embedded cohort writes the same files as the real datasets):
+
+* ``vindr/breast-level_annotations.csv`` + ``vindr/finding_annotations.csv`` (VinDr-Mammo v1.0.0 columns and value
+  styles: ``DENSITY A``, ``BI-RADS 4``, ``training`` / ``test``, ``finding_categories`` as a list string).
+* ``rsna/train.csv`` (the RSNA Screening Mammography columns).
+* ``reports/reports.csv`` (one row per image with its exam's report: ``patient_id, image_id, laterality, view,
+  FINDINGS, IMPRESSION, …``; a free-text ``REPORT`` column with ``FINDINGS:`` / ``IMPRESSION:`` headers also works).
+
+PNGs come from :func:`mammoclip_kit.data.preprocess.ensure_pngs`: ``<png_dir>/<patient_id>/<image_id>.png`` plus
+``<png_dir>/manifest.csv`` (original size, crop box and scale of each image), which maps VinDr boxes exactly into PNG
+pixels.
+
+**The authors' preprocessed PNG releases** (VinDr on Kaggle, RSNA on Hugging Face, spec §5) work without DICOMs. Put
+them at ``<data_root>/vindr/images_png/<study_id>/<image_id>.png`` and ``<data_root>/rsna/train_images_png/
+<patient_id>/<image_id>.png`` (detected automatically), or name the folder in the profile (``tables.png_root.vindr``)
+or with ``--png-root`` of the CLIs. Those folders have no manifest, so the breast crop of each image is unknown and
+boxes are mapped by scaling alone: ``x_png = x · W_png / width``, ``y_png = y · H_png / height`` (``width``/``height``
+from the VinDr CSV, the PNG size read from its header); the ``box_mapping`` column says ``scaled`` instead of
+``manifest``. Such boxes are approximate: prefer DICOMs + the kit's preprocessing for detection work.
+
+Outputs (``ctx.tables_dir``; image paths relative to ``ctx.output_dir``; list columns JSON-encoded, decoded by
+:func:`read_table`; ``fold`` is a GroupKFold by patient, so all images of a patient share a fold):
+
+* ``vindr_images.csv`` — one row per image, one-hot finding columns, density 0–3, birads, split, fold (training split
+  only; ``-1`` on the test split), ``png_path``.
+* ``vindr_boxes.csv`` — one row per box and finding, original and PNG coordinates.
+* ``vindr_pretrain.csv`` — one row per patient × laterality: ``views``, one list of PNG paths per view (``CC``,
+  ``MLO``), findings per view (``CC_findings``, ``MLO_findings``: flat lists of VinDr finding names).
+* ``rsna_images.csv`` — the RSNA rows + ``fold``, ``breast_id`` (``<patient_id>_<laterality>``), ``png_path``.
+* ``reports_pretrain.csv`` — one row per patient × laterality: ``views``, image lists per view, ``text`` (cleaned
+  FINDINGS sentences about this breast, cleaned IMPRESSION), ``text_augment`` (one augmented version per text),
+  ``fold``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mammoclip_kit.data import text as textlib
+
+log = logging.getLogger(__name__)
+
+#: Bump when a builder's output changes, so that :func:`ensure_tables` rebuilds stale tables.
+TABLES_VERSION = 1
+#: Columns always read as strings (identifiers).
+ID_COLUMNS: tuple[str, ...] = ("patient_id", "image_id", "study_id", "series_id", "breast_id", "site_id", "machine_id")
+#: Canonical view order in the pretraining tables; other views follow alphabetically.
+VIEW_ORDER: tuple[str, ...] = ("CC", "MLO")
+DENSITY_LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
+TABLE_NAMES: tuple[str, ...] = ("vindr_images", "vindr_boxes", "vindr_pretrain", "rsna_images", "reports_pretrain")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Schemas and validation
+
+
+class SchemaError(ValueError):
+    """An input table does not have the expected columns or values (the message names file, row and column)."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Expected columns and value rules of one input CSV."""
+
+    name: str  # human-readable name used in messages
+    required: tuple[str, ...]  # columns that must exist
+    allowed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # column → allowed values (blank = NaN)
+    integer: tuple[str, ...] = ()  # columns that must hold integers (blank not allowed)
+    number: tuple[str, ...] = ()  # columns that must hold numbers or be blank
+    nonempty: tuple[str, ...] = ()  # columns that must not be blank
+    optional_allowed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # rules for columns that may be absent
+
+
+VINDR_DENSITY = tuple(f"DENSITY {d}" for d in DENSITY_LETTERS)
+VINDR_BIRADS = tuple(f"BI-RADS {b}" for b in range(1, 6))
+VINDR_SPLITS = ("training", "test")
+
+VINDR_BREAST_SCHEMA = Schema(
+    name="VinDr breast-level annotations",
+    required=("study_id", "series_id", "image_id", "laterality", "view_position", "height", "width", "breast_birads",
+              "breast_density", "split"),
+    allowed={"laterality": ("L", "R"), "breast_density": VINDR_DENSITY, "breast_birads": VINDR_BIRADS,
+             "split": VINDR_SPLITS},
+    integer=("height", "width"),
+    nonempty=("study_id", "image_id", "view_position"),
+)
+VINDR_FINDING_SCHEMA = Schema(
+    name="VinDr finding annotations",
+    required=VINDR_BREAST_SCHEMA.required + ("finding_categories", "finding_birads", "xmin", "ymin", "xmax", "ymax"),
+    allowed={"laterality": ("L", "R"), "split": VINDR_SPLITS},
+    number=("xmin", "ymin", "xmax", "ymax"),
+    nonempty=("study_id", "image_id", "finding_categories"),
+)
+RSNA_SCHEMA = Schema(
+    name="RSNA train.csv",
+    required=("patient_id", "image_id", "laterality", "view", "cancer"),
+    allowed={"laterality": ("L", "R"), "cancer": ("0", "1")},
+    nonempty=("patient_id", "image_id", "view"),
+    optional_allowed={"density": DENSITY_LETTERS, "biopsy": ("0", "1"), "invasive": ("0", "1"),
+                      "implant": ("0", "1")},
+)
+REPORTS_SCHEMA = Schema(
+    name="image-report table",
+    required=("patient_id", "image_id", "laterality", "view"),
+    allowed={"laterality": ("L", "R")},
+    nonempty=("patient_id", "image_id", "view"),
+)
+
+
+def _row_label(index: int) -> str:
+    return f"row {index + 1} (line {index + 2})"
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip())
+
+
+def _norm(value: Any) -> str:
+    """A cell as text: integers written as floats by pandas (``1.0``) become ``1``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def validate(df: pd.DataFrame, schema: Schema, source: str | os.PathLike) -> None:
+    """Check ``df`` against ``schema``; raise :class:`SchemaError` naming ``source``, the row and column and the value."""
+    missing = [c for c in schema.required if c not in df.columns]
+    if missing:
+        raise SchemaError(f"{source}: missing column(s) {', '.join(missing)} — a {schema.name} file needs "
+                          f"{', '.join(schema.required)}; found {', '.join(map(str, df.columns))}")
+    checks = dict(schema.allowed)
+    checks.update({c: v for c, v in schema.optional_allowed.items() if c in df.columns})
+    for column in schema.nonempty:
+        bad = [i for i, v in enumerate(df[column]) if _blank(v)]
+        if bad:
+            raise SchemaError(f"{source}, {_row_label(bad[0])}, column {column!r}: empty value "
+                              f"({len(bad)} row(s) in all)")
+    for column, allowed in checks.items():
+        for i, value in enumerate(df[column]):
+            if _blank(value):
+                if column in schema.nonempty or column in schema.allowed:
+                    raise SchemaError(f"{source}, {_row_label(i)}, column {column!r}: empty value; expected one of "
+                                      f"{', '.join(allowed)}")
+                continue
+            if _norm(value) not in allowed:
+                raise SchemaError(f"{source}, {_row_label(i)}, column {column!r}: value {value!r} is not one of "
+                                  f"{', '.join(allowed)}")
+    for column in schema.integer:
+        for i, value in enumerate(df[column]):
+            try:
+                ok = not _blank(value) and float(value) == int(float(value))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise SchemaError(f"{source}, {_row_label(i)}, column {column!r}: value {value!r} is not an integer")
+    for column in schema.number:
+        for i, value in enumerate(df[column]):
+            if _blank(value):
+                continue
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                raise SchemaError(f"{source}, {_row_label(i)}, column {column!r}: value {value!r} is not a "
+                                  "number") from None
+
+
+def read_input_csv(path: str | os.PathLike, schema: Schema) -> pd.DataFrame:
+    """Read an input CSV (identifiers as strings) and validate it; a missing file raises ``FileNotFoundError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (expected a {schema.name} CSV)")
+    try:
+        df = pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
+    except pd.errors.ParserError as error:
+        raise SchemaError(f"{path}: not a readable CSV ({error})") from None
+    validate(df, schema, path)
+    return df
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Table I/O
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a built table as CSV, JSON-encoding list cells; atomic (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = df.copy()
+    for column in out.columns:
+        if out[column].map(lambda v: isinstance(v, (list, tuple))).any():
+            out[column] = out[column].map(lambda v: json.dumps(list(v)) if isinstance(v, (list, tuple)) else v)
+    tmp = path.with_name(path.name + ".tmp")
+    out.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def _decode_list(value: Any, path: Path, row: int, column: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        try:
+            return list(ast.literal_eval(value))
+        except (ValueError, SyntaxError):
+            raise SchemaError(f"{path}, {_row_label(row)}, column {column!r}: value {value!r} is not a JSON list") \
+                from None
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a built table: identifiers as strings and list columns (cells written as ``[...]``) decoded to lists."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such table (build it with mammoclip_kit.data.records.ensure_tables)")
+    df = pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
+    for column in df.columns:
+        if not (df[column].dtype == object or pd.api.types.is_string_dtype(df[column])):
+            continue
+        values = df[column].dropna()
+        if len(values) and values.map(lambda v: isinstance(v, str) and v.startswith("[") and v.endswith("]")).all():
+            df[column] = [_decode_list(v, path, i, column) for i, v in enumerate(df[column])]
+    return df
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def assign_folds(groups: Sequence[Any], n_folds: int) -> np.ndarray:
+    """GroupKFold fold index per row: every row of a group (patient) gets the same fold.
+
+    ``n_folds`` is capped at the number of groups; with fewer than 2 groups everything is fold 0. Deterministic
+    (scikit-learn's GroupKFold balances fold sizes without randomness).
+    """
+    from sklearn.model_selection import GroupKFold
+
+    groups = np.asarray([str(g) for g in groups])
+    folds = np.zeros(len(groups), dtype=int)
+    n_groups = len(np.unique(groups))
+    k = min(int(n_folds), n_groups)
+    if k < 2:
+        return folds
+    for fold, (_, test_index) in enumerate(GroupKFold(n_splits=k).split(groups, groups=groups)):
+        folds[test_index] = fold
+    return folds
+
+
+def _relpath(path: Path, relative_to: Path | None) -> str:
+    if relative_to is None:
+        return str(path)
+    try:
+        return path.resolve().relative_to(Path(relative_to).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _png_path(png_dir: Path, patient_id: str, image_id: str) -> Path:
+    name = image_id if image_id.lower().endswith(".png") else f"{image_id}.png"
+    return png_dir / str(patient_id) / name
+
+
+def _view_order(views: Iterable[str]) -> list[str]:
+    views = list(dict.fromkeys(views))
+    return [v for v in VIEW_ORDER if v in views] + sorted(v for v in views if v not in VIEW_ORDER)
+
+
+def _read_manifest(png_dir: Path) -> pd.DataFrame | None:
+    path = png_dir / "manifest.csv"
+    if not path.is_file():
+        return None
+    manifest = pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
+    if "image_id" not in manifest.columns:
+        raise SchemaError(f"{path}: missing column image_id")
+    return manifest.drop_duplicates("image_id", keep="last").set_index("image_id", drop=False)
+
+
+def _attach_pngs(df: pd.DataFrame, png_dir: Path, relative_to: Path | None, dataset: str,
+                 patient_column: str = "patient_id") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Add ``png_path``; rows whose PNG is missing go to the dropped table (with the reason)."""
+    paths = [_png_path(png_dir, p, i) for p, i in zip(df[patient_column], df["image_id"], strict=True)]
+    exists = np.array([p.is_file() for p in paths], dtype=bool)
+    df = df.copy()
+    df["png_path"] = [_relpath(p, relative_to) for p in paths]
+    dropped = pd.DataFrame({"dataset": dataset, "image_id": df.loc[~exists, "image_id"],
+                            "reason": [f"no PNG at {p}" for p, e in zip(paths, exists, strict=True) if not e]})
+    if (~exists).any():
+        log.warning("%s: %d of %d image(s) have no PNG under %s and are left out", dataset, int((~exists).sum()),
+                    len(df), png_dir)
+    return df.loc[exists].reset_index(drop=True), dropped
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# VinDr
+
+
+@dataclass
+class VindrTables:
+    """The three VinDr tables and the images left out (with reasons)."""
+
+    images: pd.DataFrame
+    boxes: pd.DataFrame
+    pretrain: pd.DataFrame
+    dropped: pd.DataFrame
+
+
+def parse_finding_categories(value: Any, source: str | os.PathLike, row: int) -> list[str]:
+    """``"['Mass', 'Suspicious Calcification']"`` → canonical VinDr names; errors name the file and row."""
+    where = f"{source}, {_row_label(row)}, column 'finding_categories'"
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        try:
+            items = ast.literal_eval(str(value))
+        except (ValueError, SyntaxError):
+            raise SchemaError(f"{where}: value {value!r} is not a list such as \"['Mass']\"") from None
+        if isinstance(items, str):
+            items = [items]
+        if not isinstance(items, (list, tuple)):
+            raise SchemaError(f"{where}: value {value!r} is not a list such as \"['Mass']\"")
+    try:
+        return [textlib.canonical_finding(item) for item in items]
+    except ValueError as error:
+        raise SchemaError(f"{where}: {error}") from None
+
+
+def _map_boxes(boxes: np.ndarray, image: pd.Series, manifest: pd.DataFrame | None, png_file: Path,
+               ) -> tuple[np.ndarray, str]:
+    """Original → PNG coordinates: the manifest row when there is one, else scaling by the PNG size."""
+    if manifest is not None and image["image_id"] in manifest.index:
+        from mammoclip_kit.data.preprocess import original_to_png
+
+        return np.asarray(original_to_png(boxes, manifest.loc[image["image_id"]], clip=True), dtype=float), "manifest"
+    from PIL import Image
+
+    with Image.open(png_file) as handle:
+        width_png, height_png = handle.size
+    scale = np.array([width_png / float(image["width"]), height_png / float(image["height"])] * 2)
+    return boxes * scale, "scaled"
+
+
+def build_vindr(vindr_dir: str | os.PathLike, png_dir: str | os.PathLike, *, relative_to: str | os.PathLike | None = None,
+                n_folds: int = 4) -> VindrTables:
+    """Build the VinDr image, box and pretraining tables.
+
+    Args:
+        vindr_dir: folder holding ``breast-level_annotations.csv`` and ``finding_annotations.csv``.
+        png_dir: PNG folder (``<study_id>/<image_id>.png``, with ``manifest.csv`` from the kit's preprocessing or
+            without one for the authors' release).
+        relative_to: store PNG paths relative to this folder (the profile's ``output_dir``).
+        n_folds: GroupKFold folds over the patients of the training split (test rows get fold ``-1``).
+    """
+    vindr_dir, png_dir = Path(vindr_dir), Path(png_dir)
+    relative_to = Path(relative_to) if relative_to is not None else None
+    breast_csv, finding_csv = vindr_dir / "breast-level_annotations.csv", vindr_dir / "finding_annotations.csv"
+    breast = read_input_csv(breast_csv, VINDR_BREAST_SCHEMA)
+    finding = read_input_csv(finding_csv, VINDR_FINDING_SCHEMA)
+
+    duplicated = breast["image_id"].duplicated(keep=False)
+    if duplicated.any():
+        first = int(np.flatnonzero(duplicated.to_numpy())[0])
+        raise SchemaError(f"{breast_csv}, {_row_label(first)}, column 'image_id': value "
+                          f"{breast['image_id'].iloc[first]!r} appears more than once")
+    known = set(breast["image_id"])
+    findings_per_image: dict[str, set[str]] = {}
+    box_rows = []
+    for i, row in enumerate(finding.itertuples(index=False)):
+        if row.image_id not in known:
+            raise SchemaError(f"{finding_csv}, {_row_label(i)}, column 'image_id': value {row.image_id!r} is not in "
+                              f"{breast_csv.name}")
+        names = parse_finding_categories(row.finding_categories, finding_csv, i)
+        findings_per_image.setdefault(row.image_id, set()).update(names)
+        coords = [row.xmin, row.ymin, row.xmax, row.ymax]
+        present = [not _blank(c) for c in coords]
+        if any(present) and not all(present):
+            raise SchemaError(f"{finding_csv}, {_row_label(i)}: box coordinates xmin, ymin, xmax, ymax must be all set "
+                              f"or all blank, got {coords}")
+        if all(present):
+            xmin, ymin, xmax, ymax = (float(c) for c in coords)
+            if xmax <= xmin or ymax <= ymin:
+                raise SchemaError(f"{finding_csv}, {_row_label(i)}: empty box (xmin {xmin}, ymin {ymin}, xmax {xmax}, "
+                                  f"ymax {ymax}); need xmax > xmin and ymax > ymin")
+            for name in names:
+                if name != "No Finding":
+                    box_rows.append({"box_id": i, "image_id": row.image_id, "finding": name,
+                                     "finding_birads": None if _blank(row.finding_birads) else row.finding_birads,
+                                     "xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax})
+
+    images = pd.DataFrame({
+        "patient_id": breast["study_id"].astype(str), "image_id": breast["image_id"].astype(str),
+        "series_id": breast["series_id"].astype(str), "laterality": breast["laterality"].astype(str),
+        "view": breast["view_position"].astype(str).str.strip(), "split": breast["split"].astype(str),
+        "density": breast["breast_density"].map(lambda v: DENSITY_LETTERS.index(str(v).strip()[-1])).astype(int),
+        "birads": breast["breast_birads"].map(lambda v: int(str(v).strip().split()[-1])).astype(int),
+        "height": breast["height"].astype(float).astype(int), "width": breast["width"].astype(float).astype(int),
+    })
+    for name in textlib.FINDING_NAMES:
+        images[textlib.FINDING_COLUMNS[name]] = [int(name in findings_per_image.get(i, set()))
+                                                 for i in images["image_id"]]
+    others = [textlib.FINDING_COLUMNS[n] for n in textlib.FINDING_NAMES if n != "No Finding"]
+    images["No_Finding"] = (images[others].sum(axis=1) == 0).astype(int)
+    images["fold"] = -1
+    training = (images["split"] == "training").to_numpy()
+    images.loc[training, "fold"] = assign_folds(images.loc[training, "patient_id"], n_folds)
+    images, dropped = _attach_pngs(images, png_dir, relative_to, "vindr")
+
+    manifest = _read_manifest(png_dir)
+    boxes = pd.DataFrame(box_rows, columns=["box_id", "image_id", "finding", "finding_birads", "xmin", "ymin", "xmax",
+                                            "ymax"])
+    boxes = boxes[boxes["image_id"].isin(set(images["image_id"]))].reset_index(drop=True)
+    by_image = images.set_index("image_id", drop=False)
+    png_coords = np.zeros((len(boxes), 4))
+    mapping = [""] * len(boxes)
+    for image_id, index in boxes.groupby("image_id", sort=False).groups.items():
+        image = by_image.loc[image_id]
+        positions = boxes.index.get_indexer(index)
+        original = boxes.loc[index, ["xmin", "ymin", "xmax", "ymax"]].to_numpy(dtype=float)
+        mapped, how = _map_boxes(original, image, manifest, _png_path(png_dir, image["patient_id"], image_id))
+        png_coords[positions] = mapped
+        for p in positions:
+            mapping[p] = how
+    meta = by_image.loc[boxes["image_id"], ["patient_id", "laterality", "view", "split"]].reset_index(drop=True)
+    boxes = pd.concat([meta, boxes], axis=1)
+    for j, column in enumerate(("png_xmin", "png_ymin", "png_xmax", "png_ymax")):
+        boxes[column] = png_coords[:, j]
+    boxes["box_mapping"] = mapping
+    boxes = boxes[["patient_id", "image_id", "laterality", "view", "split", "finding", "finding_birads", "box_id",
+                   "xmin", "ymin", "xmax", "ymax", "png_xmin", "png_ymin", "png_xmax", "png_ymax", "box_mapping"]]
+    return VindrTables(images=images, boxes=boxes, pretrain=vindr_pretrain_table(images), dropped=dropped)
+
+
+def image_findings(row: pd.Series | Mapping[str, Any]) -> list[str]:
+    """Finding names (VinDr spelling) set in a ``vindr_images`` row's one-hot columns."""
+    return [name for name in textlib.FINDING_NAMES if int(row[textlib.FINDING_COLUMNS[name]]) == 1]
+
+
+def vindr_pretrain_table(images: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient × laterality from ``vindr_images``: ``views``, PNG lists per view, findings per view.
+
+    Any number of images per view is accepted. A view's findings are the union over its images; ``No Finding`` only
+    when none of them has a finding.
+    """
+    rows = []
+    all_views = _view_order(images["view"]) if len(images) else list(VIEW_ORDER)
+    for (patient_id, laterality), group in images.groupby(["patient_id", "laterality"], sort=True):
+        group = group.sort_values("image_id")
+        views = _view_order(group["view"])
+        row: dict[str, Any] = {"patient_id": patient_id, "laterality": laterality, "split": group["split"].iloc[0],
+                               "fold": int(group["fold"].iloc[0]), "density": int(group["density"].max()),
+                               "birads": int(group["birads"].max()), "views": views,
+                               "images": list(group["image_id"])}
+        for view in dict.fromkeys(list(VIEW_ORDER) + all_views):
+            in_view = group[group["view"] == view]
+            row[view] = list(in_view["png_path"])
+            found = [n for n in textlib.FINDING_NAMES if n != "No Finding"
+                     and in_view[textlib.FINDING_COLUMNS[n]].astype(int).any()]
+            row[f"{view}_findings"] = found or (["No Finding"] if len(in_view) else [])
+        rows.append(row)
+    columns = ["patient_id", "laterality", "split", "fold", "density", "birads", "views", "images"]
+    for view in dict.fromkeys(list(VIEW_ORDER) + all_views):
+        columns += [view, f"{view}_findings"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# RSNA
+
+
+@dataclass
+class RsnaTables:
+    """The RSNA image table and the images left out."""
+
+    images: pd.DataFrame
+    dropped: pd.DataFrame
+
+
+def build_rsna(rsna_dir: str | os.PathLike, png_dir: str | os.PathLike, *, relative_to: str | os.PathLike | None = None,
+               n_folds: int = 4) -> RsnaTables:
+    """``train.csv`` + PNGs → the RSNA rows with ``fold`` (GroupKFold by patient), ``breast_id`` and ``png_path``."""
+    rsna_dir, png_dir = Path(rsna_dir), Path(png_dir)
+    df = read_input_csv(rsna_dir / "train.csv", RSNA_SCHEMA)
+    duplicated = df["image_id"].duplicated(keep=False)
+    if duplicated.any():
+        first = int(np.flatnonzero(duplicated.to_numpy())[0])
+        raise SchemaError(f"{rsna_dir / 'train.csv'}, {_row_label(first)}, column 'image_id': value "
+                          f"{df['image_id'].iloc[first]!r} appears more than once")
+    df["cancer"] = df["cancer"].map(_norm).astype(int)
+    df["fold"] = assign_folds(df["patient_id"], n_folds)
+    df["breast_id"] = df["patient_id"].astype(str) + "_" + df["laterality"].astype(str)
+    images, dropped = _attach_pngs(df, png_dir, Path(relative_to) if relative_to is not None else None, "rsna")
+    return RsnaTables(images=images, dropped=dropped)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Image-report pairs
+
+
+@dataclass
+class ReportTextConfig:
+    """How report text becomes training text."""
+
+    per_breast: bool = True  # keep only the sentences about this breast (or both / no side)
+    keep_decimals: bool = False  # kit option; the paper's cleaning cuts sentences at decimal points
+    augment: textlib.AugmentConfig = field(default_factory=textlib.AugmentConfig)
+
+
+@dataclass
+class ReportTables:
+    """The image-report pretraining table and the images / breasts left out."""
+
+    pretrain: pd.DataFrame
+    dropped: pd.DataFrame
+
+
+def _report_sections(row: Any, columns: Sequence[str]) -> tuple[str, str]:
+    if "FINDINGS" in columns or "IMPRESSION" in columns:
+        findings = getattr(row, "FINDINGS", None) if "FINDINGS" in columns else None
+        impression = getattr(row, "IMPRESSION", None) if "IMPRESSION" in columns else None
+        return (findings if isinstance(findings, str) else ""), (impression if isinstance(impression, str) else "")
+    sections = textlib.extract_sections(getattr(row, "REPORT", None))
+    return sections.get("FINDINGS", ""), sections.get("IMPRESSION", "")
+
+
+def breast_texts(findings: Iterable[str], impressions: Iterable[str], laterality: str,
+                 config: ReportTextConfig | None = None) -> list[list[str]]:
+    """Cleaned sentence lists of one breast: one per distinct FINDINGS text, then one per distinct IMPRESSION.
+
+    FINDINGS (and IMPRESSION) sentences only about the other breast are dropped when ``config.per_breast``; empty
+    results and duplicates are left out.
+    """
+    config = config or ReportTextConfig()
+    out: list[list[str]] = []
+    for raw in list(dict.fromkeys(findings)) + list(dict.fromkeys(impressions)):
+        sentences = textlib.split_sentences(raw)
+        if config.per_breast:
+            sentences = textlib.select_breast_sentences(sentences, laterality)
+        cleaned = textlib.clean_sentences(sentences, keep_decimals=config.keep_decimals)
+        if cleaned and cleaned not in out:
+            out.append(cleaned)
+    return out
+
+
+def _row_seed(seed: int, *keys: Any) -> int:
+    return int(seed) * 1_000_003 + zlib.crc32("|".join(map(str, keys)).encode())
+
+
+def build_reports(reports_dir: str | os.PathLike, png_dir: str | os.PathLike, *,
+                  relative_to: str | os.PathLike | None = None, n_folds: int = 4, seed: int = 0,
+                  config: ReportTextConfig | None = None, back_translator: Any = None,
+                  progress: bool = True) -> ReportTables:
+    """``reports.csv`` + PNGs → one row per patient × laterality with images per view, ``text`` and ``text_augment``.
+
+    ``text`` = [cleaned FINDINGS sentences about this breast, cleaned IMPRESSION] (as in spec §3.3, one entry per
+    distinct report text); ``text_augment`` has one augmented version per ``text`` entry: back-translation when
+    ``back_translator`` (a :class:`~mammoclip_kit.data.text.BackTranslator`) is given, else the offline augmentation,
+    seeded by ``seed`` and the breast (same seed ⇒ same table). ``fold`` is a GroupKFold by patient.
+    """
+    from tqdm.auto import tqdm
+
+    reports_dir, png_dir = Path(reports_dir), Path(png_dir)
+    config = config or ReportTextConfig()
+    source = reports_dir / "reports.csv"
+    df = read_input_csv(source, REPORTS_SCHEMA)
+    if not {"FINDINGS", "IMPRESSION", "REPORT"} & set(df.columns):
+        raise SchemaError(f"{source}: missing column(s) FINDINGS, IMPRESSION — an image-report table needs FINDINGS "
+                          "and IMPRESSION (or one free-text REPORT column with FINDINGS: / IMPRESSION: headers)")
+    df["view"] = df["view"].astype(str).str.strip()
+    df, dropped = _attach_pngs(df, png_dir, Path(relative_to) if relative_to is not None else None, "reports")
+    all_views = _view_order(df["view"]) if len(df) else list(VIEW_ORDER)
+    columns = list(df.columns)
+    rows, texts, keys = [], [], []
+    dropped_breasts = []
+    groups = df.groupby(["patient_id", "laterality"], sort=True)
+    for (patient_id, laterality), group in tqdm(groups, total=groups.ngroups, desc="reports", disable=not progress,
+                                                leave=False):
+        group = group.sort_values("image_id")
+        sections = [_report_sections(r, columns) for r in group.itertuples(index=False)]
+        sentence_lists = breast_texts([s[0] for s in sections if s[0]], [s[1] for s in sections if s[1]],
+                                      laterality, config)
+        if not sentence_lists:
+            dropped_breasts.append({"dataset": "reports", "image_id": ",".join(group["image_id"]),
+                                    "reason": f"patient {patient_id} breast {laterality}: no report text left"})
+            continue
+        row: dict[str, Any] = {"patient_id": patient_id, "laterality": laterality,
+                               "views": _view_order(group["view"]), "images": list(group["image_id"])}
+        for view in dict.fromkeys(list(VIEW_ORDER) + all_views):
+            row[view] = list(group.loc[group["view"] == view, "png_path"])
+        row["text"] = [" ".join(s) for s in sentence_lists]
+        rows.append(row)
+        texts.append(sentence_lists)
+        keys.append((patient_id, laterality))
+    if back_translator is not None:
+        flat = [" ".join(s) for lists in texts for s in lists]
+        translated = iter(back_translator(flat, seed=seed))
+        augmented = [[next(translated) for _ in lists] for lists in texts]
+    else:
+        augmented = []
+        for (patient_id, laterality), lists in zip(keys, texts, strict=True):
+            rng = textlib._as_rng(_row_seed(seed, patient_id, laterality))
+            augmented.append([" ".join(textlib.augment_sentences(s, rng, config.augment)) for s in lists])
+    for row, aug in zip(rows, augmented, strict=True):
+        row["text_augment"] = aug
+    table = pd.DataFrame(rows, columns=["patient_id", "laterality", "views", "images",
+                                        *dict.fromkeys(list(VIEW_ORDER) + all_views), "text", "text_augment"])
+    table["fold"] = assign_folds(table["patient_id"], n_folds) if len(table) else []
+    if dropped_breasts:
+        dropped = pd.concat([dropped, pd.DataFrame(dropped_breasts)], ignore_index=True)
+    return ReportTables(pretrain=table, dropped=dropped)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# ensure_tables
+
+
+@dataclass
+class TablesConfig:
+    """The ``tables`` section of a profile."""
+
+    n_folds: int = 4  # GroupKFold folds (by patient) for RSNA, reports and the VinDr training split
+    per_breast: bool = True  # per-breast sentence selection of bilateral reports
+    keep_decimals: bool = False  # kit option; False = the paper's cleaning
+    augment: dict[str, Any] = field(default_factory=dict)  # AugmentConfig fields
+    back_translation: list[str] | None = None  # [en→pivot folder, pivot→en folder] of local MarianMT models
+    png_root: dict[str, str | None] = field(default_factory=dict)  # dataset → folder of the authors' PNG release
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any] | None) -> TablesConfig:
+        values = dict(section or {})
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"unknown setting(s) {unknown} in the tables section; known: "
+                            f"{sorted(cls.__dataclass_fields__)}")
+        values = {k: v for k, v in values.items() if v is not None or k in ("back_translation",)}
+        return cls(**values)
+
+    def report_config(self) -> ReportTextConfig:
+        return ReportTextConfig(per_breast=self.per_breast, keep_decimals=self.keep_decimals,
+                                augment=textlib.AugmentConfig.from_dict(self.augment))
+
+
+#: Author PNG release folders that :func:`ensure_tables` detects under ``data_root`` (reference names, spec §5).
+RELEASE_PNG_DIRS: dict[str, str] = {"vindr": "vindr/images_png", "rsna": "rsna/train_images_png"}
+#: Inputs of each dataset's builder, relative to ``data_root``.
+_INPUTS: dict[str, tuple[str, ...]] = {
+    "vindr": ("vindr/breast-level_annotations.csv", "vindr/finding_annotations.csv"),
+    "rsna": ("rsna/train.csv",),
+    "reports": ("reports/reports.csv",),
+}
+_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "vindr": ("vindr_images", "vindr_boxes", "vindr_pretrain"), "rsna": ("rsna_images",),
+    "reports": ("reports_pretrain",),
+}
+
+
+def _resolve_png_dirs(ctx: Any, config: TablesConfig) -> dict[str, Path]:
+    """Configured release folders, then the kit's PNGs (``ensure_pngs``), then detected release folders."""
+    png_dirs: dict[str, Path] = {}
+    wanted = [d for d in _INPUTS if all((ctx.data_root / f).is_file() for f in _INPUTS[d])]
+    for dataset, folder in (config.png_root or {}).items():
+        if folder:
+            path = Path(folder).expanduser()
+            png_dirs[dataset] = path if path.is_absolute() else ctx.data_root / path
+    if any(d not in png_dirs for d in wanted):
+        from mammoclip_kit.data.preprocess import ensure_pngs
+
+        for dataset, folder in (ensure_pngs(ctx) or {}).items():
+            png_dirs.setdefault(dataset, Path(folder))
+    for dataset, folder in RELEASE_PNG_DIRS.items():
+        if dataset not in png_dirs and (ctx.data_root / folder).is_dir():
+            png_dirs[dataset] = ctx.data_root / folder
+    return png_dirs
+
+
+def _file_signature(path: Path) -> list[Any]:
+    if not path.exists():
+        return [str(path), None]
+    stat = path.stat()
+    return [str(path), stat.st_mtime_ns, stat.st_size]
+
+
+def ensure_tables(ctx: Any, datasets: Sequence[str] | None = None) -> dict[str, Path]:
+    """Build every table whose inputs exist under ``ctx.data_root`` (skipping up-to-date ones); name → path.
+
+    PNGs come from :func:`mammoclip_kit.data.preprocess.ensure_pngs` (or an author PNG release, see the module
+    docstring). A table group is rebuilt when its inputs (CSV and PNG manifest mtimes and sizes), the ``tables``
+    settings, the seed or the kit's table version changed, or when ``ctx.retrain`` is set. Left-out images are listed
+    in ``tables/dropped.csv``; the build state is recorded in ``tables/state.json``.
+    """
+    config = TablesConfig.from_section(ctx.section("tables"))
+    tables_dir = Path(ctx.tables_dir)
+    state_path = tables_dir / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    png_dirs = _resolve_png_dirs(ctx, config)
+    built: dict[str, Path] = {}
+    dropped_all = []
+    for dataset in datasets or tuple(_INPUTS):
+        inputs = [ctx.data_root / f for f in _INPUTS[dataset]]
+        if not all(p.is_file() for p in inputs):
+            continue
+        if dataset not in png_dirs:
+            raise FileNotFoundError(f"{ctx.data_root / dataset}: the tables need PNGs, but there are no DICOMs to "
+                                    f"convert and no PNG release at {ctx.data_root / RELEASE_PNG_DIRS.get(dataset, '')}")
+        png_dir = png_dirs[dataset]
+        signature = {"version": TABLES_VERSION, "seed": ctx.seed, "settings": json.loads(json.dumps(
+            config.__dict__, default=str)), "inputs": [_file_signature(p) for p in inputs],
+            "png_dir": str(png_dir), "manifest": _file_signature(png_dir / "manifest.csv"),
+            "png_dir_mtime": png_dir.stat().st_mtime_ns if png_dir.is_dir() else None}
+        outputs = {name: tables_dir / f"{name}.csv" for name in _OUTPUTS[dataset]}
+        if not ctx.retrain and state.get(dataset) == signature and all(p.is_file() for p in outputs.values()):
+            built.update(outputs)
+            continue
+        relative_to = ctx.output_dir
+        if dataset == "vindr":
+            result = build_vindr(ctx.data_root / "vindr", png_dir, relative_to=relative_to, n_folds=config.n_folds)
+            frames = {"vindr_images": result.images, "vindr_boxes": result.boxes, "vindr_pretrain": result.pretrain}
+        elif dataset == "rsna":
+            result = build_rsna(ctx.data_root / "rsna", png_dir, relative_to=relative_to, n_folds=config.n_folds)
+            frames = {"rsna_images": result.images}
+        else:
+            translator = None
+            if config.back_translation:
+                translator = textlib.BackTranslator(*config.back_translation, device=getattr(ctx, "device", None))
+            result = build_reports(ctx.data_root / "reports", png_dir, relative_to=relative_to,
+                                   n_folds=config.n_folds, seed=ctx.seed, config=config.report_config(),
+                                   back_translator=translator)
+            frames = {"reports_pretrain": result.pretrain}
+        for name, frame in frames.items():
+            write_table(frame, outputs[name])
+        dropped_all.append(result.dropped)
+        state[dataset] = signature
+        tables_dir.mkdir(parents=True, exist_ok=True)
+        tmp = state_path.with_name("state.json.tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(state_path)
+        built.update(outputs)
+    if dropped_all:
+        dropped = pd.concat(dropped_all, ignore_index=True)
+        previous = tables_dir / "dropped.csv"
+        if previous.is_file():
+            old = pd.read_csv(previous, dtype=str)
+            old = old[~old["dataset"].isin(set(dropped["dataset"]))]
+            dropped = pd.concat([old, dropped], ignore_index=True)
+        write_table(dropped, previous)
+    return built
+
+
+def table_counts(paths: Mapping[str, Path]) -> dict[str, int]:
+    """Row counts of built tables (name → rows)."""
+    return {name: int(len(pd.read_csv(path, usecols=[0]))) for name, path in paths.items()}
