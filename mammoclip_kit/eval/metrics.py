@@ -213,11 +213,14 @@ def bootstrap_ci(metric_fn: Callable[..., float], *arrays: Any, n_boot: int = 10
         point = float(metric_fn(*data))
     rng = np.random.default_rng(seed)
     if groups is not None:
-        group_values = _as_numpy(groups, "groups")
+        group_values = groups.detach().cpu().numpy() if hasattr(groups, "detach") else np.asarray(groups, dtype=object)
         if len(group_values) != n:
             raise ValueError(f"bootstrap_ci: groups has {len(group_values)} values, the arrays have {n} rows")
-        _, codes = np.unique(group_values, return_inverse=True)
-        members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+        codes, uniques = pd.factorize(pd.Series(group_values))
+        if (codes < 0).any():
+            raise ValueError(f"bootstrap_ci: groups has a missing value at row {int(np.flatnonzero(codes < 0)[0])}")
+        order = np.argsort(codes, kind="stable")
+        members = np.split(order, np.cumsum(np.bincount(codes, minlength=len(uniques)))[:-1])
     values = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

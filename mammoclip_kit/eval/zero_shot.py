@@ -1,0 +1,325 @@
+"""The paper's zero-shot evaluation (reference-spec §4.1) with confidence intervals.
+
+Tasks, as in the paper:
+
+* VinDr-Mammo test split, image level: mass AUC, suspicious-calcification AUC, and 4-class density accuracy (plus balanced
+  accuracy and macro-F1, because about three quarters of VinDr test images are density C).
+* RSNA, breast level: malignancy AUC of the image probabilities averaged per patient × laterality (``breast_id``).
+
+Every metric comes with a 95 % percentile-bootstrap interval that resamples whole patients. Inputs are the built tables
+(``ctx.tables_dir/vindr_images.csv`` and ``rsna_images.csv``, PNG paths relative to ``ctx.output_dir``; DESIGN.md).
+Prompts are the kit's prompt ensembles (:data:`mammoclip_kit.data.text.PROMPTS`) or the paper's single prompts
+(:data:`~mammoclip_kit.data.text.PAPER_PROMPTS`, which have no density prompts: density then uses the kit's).
+
+Differences from the reference, on purpose: the reference scored one row per *finding* of ``vindr_detection_v1_folds.csv``
+(images with several findings counted several times); the kit scores each image once. The reference reported no
+intervals.
+
+CLI: ``python -m mammoclip_kit.eval.zero_shot --profile classroom [--checkpoint CKPT --text-encoder DIR]
+[--scoring reference --prompts paper]`` prints the metrics and writes ``metrics/zero_shot.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mammoclip_kit.eval import metrics as M
+
+__all__ = [
+    "RSNA_TASKS",
+    "VINDR_TASKS",
+    "ZeroShotConfig",
+    "ZeroShotResult",
+    "compare_prompts",
+    "embed_table",
+    "evaluate_rsna",
+    "evaluate_vindr",
+    "load_prompt_sets",
+    "run_zero_shot",
+]
+
+#: Zero-shot task → label column of ``vindr_images.csv`` (binary tasks).
+VINDR_TASKS: dict[str, str] = {"mass": "Mass", "suspicious_calcification": "Suspicious_Calcification"}
+#: Zero-shot task → label column of ``rsna_images.csv``.
+RSNA_TASKS: dict[str, str] = {"malignancy": "cancer"}
+#: Density classes (0–3 = BI-RADS A–D).
+DENSITY_CLASSES = ("A", "B", "C", "D")
+
+
+@dataclass
+class ZeroShotConfig:
+    """Settings of one zero-shot evaluation (the ``zero_shot`` section of a profile fills them)."""
+
+    prompts: str = "kit"  # "kit" (ensembles of data.text.PROMPTS) or "paper" (the reference's single prompts)
+    scoring: str = "ensemble"  # "ensemble" (logit scale) or "reference" (raw cosine softmax, first prompt)
+    vindr_split: str = "test"  # VinDr rows evaluated (split column)
+    rsna_fold: int | None = 0  # RSNA fold evaluated (the reference used fold 0); None = all rows
+    n_boot: int = 1000  # bootstrap replicates per metric
+    alpha: float = 0.05  # 1 - confidence level
+    batch_size: int = 16  # images per embedding batch
+    max_images: int | None = None  # cap per dataset (first rows after selection), for quick runs
+    seed: int = 0  # bootstrap seed
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any] | None, **overrides: Any) -> ZeroShotConfig:
+        """Build from a profile section; unknown keys are ignored (other cells of the section use them)."""
+        values = {k: v for k, v in dict(settings or {}).items() if k in cls.__dataclass_fields__}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        config = cls(**values)
+        if config.prompts not in ("kit", "paper"):
+            raise ValueError(f"zero_shot.prompts must be 'kit' or 'paper', got {config.prompts!r}")
+        if config.scoring not in ("ensemble", "reference"):
+            raise ValueError(f"zero_shot.scoring must be 'ensemble' or 'reference', got {config.scoring!r}")
+        return config
+
+
+@dataclass
+class ZeroShotResult:
+    """Metrics (flat, JSON-ready), per-image predictions and image embeddings per dataset."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    predictions: dict[str, pd.DataFrame] = field(default_factory=dict)
+    embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def load_prompt_sets(name: str = "kit") -> dict[str, Any]:
+    """The prompt sets ``"kit"`` (:data:`~mammoclip_kit.data.text.PROMPTS`) or ``"paper"`` (+ the kit's density)."""
+    from mammoclip_kit.data import text
+
+    if name == "kit":
+        return dict(text.PROMPTS)
+    if name == "paper":
+        prompts = dict(text.PAPER_PROMPTS)
+        prompts.setdefault("density", text.PROMPTS["density"])
+        return prompts
+    raise ValueError(f"unknown prompt set {name!r}: expected 'kit' or 'paper'")
+
+
+def _require_columns(table: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise KeyError(f"{name}: missing column(s) {missing}; columns present: {list(table.columns)}")
+
+
+def embed_table(table: pd.DataFrame, model: Any, root: str | Path, batch_size: int = 16, device: Any = None,
+                progress: bool = True, path_col: str = "png_path") -> torch.Tensor:
+    """Image embeddings of the rows of a built table (``path_col`` relative to ``root``, usually ``ctx.output_dir``)."""
+    from mammoclip_kit.inference import embed_images
+
+    _require_columns(table, [path_col], "embed_table")
+    root = Path(root)
+    paths = []
+    for row, value in zip(table.index, table[path_col], strict=True):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"embed_table: row {row!r} has no {path_col} ({value!r})")
+        path = Path(value) if Path(value).is_absolute() else root / value
+        if not path.is_file():
+            raise FileNotFoundError(f"embed_table: row {row!r}: {path_col} {value!r} does not exist under the output "
+                                    f"folder; rebuild the PNGs (ensure_pngs) and tables (ensure_tables)")
+        paths.append(path)
+    return embed_images(paths, model, batch_size=batch_size, device=device, progress=progress)
+
+
+def _binary_metrics(prefix: str, labels: np.ndarray, scores: np.ndarray, groups: np.ndarray,
+                    config: ZeroShotConfig) -> dict[str, Any]:
+    ci = M.bootstrap_ci(M.roc_auc, labels, scores, n_boot=config.n_boot, seed=config.seed, groups=groups,
+                        alpha=config.alpha)
+    out = ci.as_dict(f"{prefix}_auc")
+    out[f"{prefix}_n"] = int(len(labels))
+    out[f"{prefix}_n_positive"] = int(labels.sum())
+    return out
+
+
+def _select(table: pd.DataFrame, column: str, value: Any, name: str) -> pd.DataFrame:
+    if value is None:
+        return table
+    _require_columns(table, [column], name)
+    selected = table[table[column].astype(str) == str(value)]
+    if selected.empty:
+        raise ValueError(f"{name}: no rows with {column} == {value!r} (values present: "
+                         f"{sorted(table[column].astype(str).unique())[:10]})")
+    return selected
+
+
+def evaluate_vindr(table: pd.DataFrame, model: Any, image_emb: torch.Tensor, prompts: Mapping[str, Any],
+                   config: ZeroShotConfig) -> tuple[dict[str, Any], pd.DataFrame]:
+    """VinDr mass / calcification AUC and density metrics at image level on ``table``'s rows (already selected).
+
+    ``image_emb`` holds one embedding per row of ``table``. Returns the metrics (``vindr_*`` keys) and the table's
+    identifying columns with the predicted probabilities.
+    """
+    from mammoclip_kit.inference import zero_shot
+
+    _require_columns(table, ["patient_id", *VINDR_TASKS.values()], "vindr_images.csv")
+    if len(image_emb) != len(table):
+        raise ValueError(f"evaluate_vindr: {len(image_emb)} embeddings for {len(table)} rows")
+    tasks = {t: prompts[t] for t in (*VINDR_TASKS, "density") if t in prompts}
+    probs = zero_shot(image_emb, model, tasks, scoring=config.scoring, index=table.index)
+    groups = table["patient_id"].astype(str).to_numpy()
+    out: dict[str, Any] = {"vindr_n_images": int(len(table)), "vindr_n_patients": int(len(set(groups)))}
+    for task, column in VINDR_TASKS.items():
+        if task in probs:
+            labels = table[column].to_numpy().astype(int)
+            out.update(_binary_metrics(f"vindr_{task}", labels, probs[task].to_numpy(), groups, config))
+    if "density_pred" in probs and "density" in table.columns:
+        known = table["density"].notna().to_numpy()
+        y_true = table["density"].to_numpy()[known].astype(int)
+        y_pred = probs["density_pred"].to_numpy()[known].astype(int)
+        dens = M.density_metrics(y_true, y_pred, labels=list(range(len(DENSITY_CLASSES))))
+        accuracy = M.bootstrap_ci(lambda t, p: float(np.mean(t == p)), y_true, y_pred, n_boot=config.n_boot,
+                                  seed=config.seed, groups=groups[known], alpha=config.alpha)
+        out.update(accuracy.as_dict("vindr_density_accuracy"))
+        out["vindr_density_balanced_accuracy"] = dens["balanced_accuracy"]
+        out["vindr_density_macro_f1"] = dens["macro_f1"]
+        out["vindr_density_majority_rate"] = float(np.bincount(y_true).max() / len(y_true))
+        out["vindr_density_n"] = int(known.sum())
+    keep = [c for c in ("patient_id", "image_id", "laterality", "view", "density", *VINDR_TASKS.values())
+            if c in table.columns]
+    return out, pd.concat([table[keep], probs], axis=1)
+
+
+def evaluate_rsna(table: pd.DataFrame, model: Any, image_emb: torch.Tensor, prompts: Mapping[str, Any],
+                  config: ZeroShotConfig) -> tuple[dict[str, Any], pd.DataFrame]:
+    """RSNA malignancy AUC at breast level (mean image probability per ``breast_id``), and at image level for reference.
+
+    The bootstrap resamples patients (all breasts of a patient together).
+    """
+    from mammoclip_kit.inference import zero_shot
+
+    _require_columns(table, ["patient_id", "cancer"], "rsna_images.csv")
+    if len(image_emb) != len(table):
+        raise ValueError(f"evaluate_rsna: {len(image_emb)} embeddings for {len(table)} rows")
+    table = table.copy()
+    if "breast_id" not in table.columns:
+        _require_columns(table, ["laterality"], "rsna_images.csv")
+        table["breast_id"] = table["patient_id"].astype(str) + "_" + table["laterality"].astype(str)
+    probs = zero_shot(image_emb, model, {"malignancy": prompts["malignancy"]}, scoring=config.scoring,
+                      index=table.index)
+    table["malignancy"] = probs["malignancy"]
+    breasts = M.breast_level_scores(table, "malignancy", "cancer", "breast_id")
+    patient_of = table.groupby("breast_id")["patient_id"].first().astype(str)
+    groups = patient_of.loc[breasts["breast_id"]].to_numpy()
+    out: dict[str, Any] = {"rsna_n_images": int(len(table)), "rsna_n_breasts": int(len(breasts))}
+    out.update(_binary_metrics("rsna_malignancy", breasts["cancer"].to_numpy().astype(int),
+                               breasts["malignancy"].to_numpy(), groups, config))
+    out["rsna_malignancy_image_auc"] = M.roc_auc(table["cancer"].to_numpy().astype(int),
+                                                 table["malignancy"].to_numpy(), warn=False)
+    keep = [c for c in ("patient_id", "image_id", "laterality", "view", "breast_id", "cancer", "malignancy")
+            if c in table.columns]
+    return out, table[keep]
+
+
+def compare_prompts(image_emb: torch.Tensor, labels: Sequence[int], model: Any, variants: Mapping[str, Any],
+                    scorings: Sequence[str] = ("reference", "ensemble"), n_boot: int = 200, seed: int = 0,
+                    groups: Sequence[Any] | None = None) -> pd.DataFrame:
+    """AUC of one binary task under several prompt wordings / ensembles and scoring rules.
+
+    ``variants`` maps a display name to that task's prompts (``(negative prompts, positive prompts)``). Returns one row
+    per variant × scoring with ``auc``, ``ci_low``, ``ci_high`` and the prompts used (the first prompt of each class
+    only for ``"reference"`` scoring, which ignores the rest).
+    """
+    from mammoclip_kit.inference import normalize_prompts, zero_shot
+
+    labels = np.asarray(labels).astype(int)
+    rows = []
+    for name, classes in variants.items():
+        parsed = normalize_prompts({"task": classes})["task"]
+        for scoring in scorings:
+            scores = zero_shot(image_emb, model, {"task": classes}, scoring=scoring)["task"].to_numpy()
+            ci = M.bootstrap_ci(M.roc_auc, labels, scores, n_boot=n_boot, seed=seed, groups=groups)
+            used = parsed if scoring == "ensemble" else [c[:1] for c in parsed]
+            rows.append({"variant": name, "scoring": scoring, "n_prompts": sum(len(c) for c in used),
+                         "auc": ci.point, "ci_low": ci.low, "ci_high": ci.high,
+                         "negative": " | ".join(used[0]), "positive": " | ".join(used[1])})
+    return pd.DataFrame(rows)
+
+
+def _limit(table: pd.DataFrame, max_images: int | None) -> pd.DataFrame:
+    return table if max_images is None else table.iloc[: int(max_images)]
+
+
+def run_zero_shot(ctx: Any, model: Any, config: ZeroShotConfig | None = None,
+                  datasets: Sequence[str] = ("vindr", "rsna"), progress: bool = True,
+                  build_tables: bool = True, prompts: Mapping[str, Any] | None = None) -> ZeroShotResult:
+    """The full evaluation on the built tables of ``ctx``.
+
+    With ``build_tables`` the tables are first made current with
+    :func:`mammoclip_kit.data.records.ensure_tables` (built when missing or stale). ``prompts`` overrides the prompt
+    set named by ``config.prompts``. Returns a :class:`ZeroShotResult`; the caller decides where the metrics go
+    (``ctx.write_metrics``).
+    """
+    config = config or ZeroShotConfig.from_settings(ctx.section("zero_shot"), seed=ctx.seed)
+    prompts = dict(prompts) if prompts is not None else load_prompt_sets(config.prompts)
+    if build_tables:
+        from mammoclip_kit.data.records import ensure_tables
+
+        ensure_tables(ctx)
+    result = ZeroShotResult(metrics={"prompts": config.prompts, "scoring": config.scoring, "n_boot": config.n_boot})
+    batch_size = int(ctx.param("batch_size", default=None) or config.batch_size)
+    for name in datasets:
+        path = Path(ctx.tables_dir) / f"{name}_images.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the {name} table is missing (ensure_tables did not build it)")
+        table = pd.read_csv(path)
+        if name == "vindr":
+            table = _limit(_select(table, "split", config.vindr_split, str(path)), config.max_images)
+        elif name == "rsna":
+            table = _limit(_select(table, "fold", config.rsna_fold, str(path)), config.max_images)
+        else:
+            raise ValueError(f"unknown dataset {name!r}: expected 'vindr' or 'rsna'")
+        table = table.reset_index(drop=True)
+        emb = embed_table(table, model, ctx.output_dir, batch_size=batch_size, device=ctx.device, progress=progress)
+        evaluate = evaluate_vindr if name == "vindr" else evaluate_rsna
+        metrics, predictions = evaluate(table, model, emb, prompts, config)
+        result.metrics.update(metrics)
+        result.predictions[name] = predictions
+        result.embeddings[name] = emb
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mammoclip_kit.eval.zero_shot", description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default=None, help="smoke | classroom | paper (default: $MAMMOCLIP_PROFILE)")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--output-dir", default=None)
+    parser.add_argument("--checkpoint", default=None, help="kit folder or released .tar; default: the classroom model")
+    parser.add_argument("--text-encoder", default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--prompts", choices=["kit", "paper"], default=None)
+    parser.add_argument("--scoring", choices=["ensemble", "reference"], default=None)
+    parser.add_argument("--n-boot", type=int, default=None)
+    parser.add_argument("--datasets", nargs="+", default=["vindr", "rsna"])
+    args = parser.parse_args(argv)
+
+    from mammoclip_kit.context import make_context
+    from mammoclip_kit.predict import load_model
+
+    ctx = make_context("zero_shot", profile=args.profile, data_root=args.data_root, output_dir=args.output_dir,
+                       checkpoint=args.checkpoint, text_encoder=args.text_encoder, device=args.device)
+    if args.checkpoint:
+        model = load_model(args.checkpoint, args.text_encoder, ctx.device)
+    else:
+        from mammoclip_kit.train import ensure_pretrained
+
+        model = load_model(ensure_pretrained(ctx, "mammoclip"), None, ctx.device)
+    config = ZeroShotConfig.from_settings(ctx.section("zero_shot"), seed=ctx.seed, prompts=args.prompts,
+                                          scoring=args.scoring, n_boot=args.n_boot)
+    result = run_zero_shot(ctx, model, config, datasets=args.datasets)
+    result.metrics["config"] = asdict(config)
+    path = ctx.write_metrics(result.metrics)
+    print(json.dumps({k: v for k, v in result.metrics.items() if k != "config"}, indent=2, default=str))
+    print(f"metrics written to {ctx.relpath(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
