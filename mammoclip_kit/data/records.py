@@ -430,7 +430,7 @@ def build_vindr(vindr_dir: str | os.PathLike, png_dir: str | os.PathLike, *, rel
         positions = boxes.index.get_indexer(index)
         original = boxes.loc[index, ["xmin", "ymin", "xmax", "ymax"]].to_numpy(dtype=float)
         mapped, how = _map_boxes(original, image, manifest, _png_path(png_dir, image["patient_id"], image_id))
-        png_coords[positions] = mapped
+        png_coords[positions] = np.round(mapped, 3)
         for p in positions:
             mapping[p] = how
     meta = by_image.loc[boxes["image_id"], ["patient_id", "laterality", "view", "split"]].reset_index(drop=True)
@@ -669,12 +669,12 @@ _OUTPUTS: dict[str, tuple[str, ...]] = {
 def _resolve_png_dirs(ctx: Any, config: TablesConfig) -> dict[str, Path]:
     """Configured release folders, then the kit's PNGs (``ensure_pngs``), then detected release folders."""
     png_dirs: dict[str, Path] = {}
-    wanted = [d for d in _INPUTS if all((ctx.data_root / f).is_file() for f in _INPUTS[d])]
     for dataset, folder in (config.png_root or {}).items():
         if folder:
             path = Path(folder).expanduser()
             png_dirs[dataset] = path if path.is_absolute() else ctx.data_root / path
-    if any(d not in png_dirs for d in wanted):
+    if any(d not in png_dirs for d in _INPUTS):
+        # also builds the embedded cohort when it is missing (ensure_pngs → ensure_cohort)
         from mammoclip_kit.data.preprocess import ensure_pngs
 
         for dataset, folder in (ensure_pngs(ctx) or {}).items():
@@ -761,3 +761,69 @@ def ensure_tables(ctx: Any, datasets: Sequence[str] | None = None) -> dict[str, 
 def table_counts(paths: Mapping[str, Path]) -> dict[str, int]:
     """Row counts of built tables (name → rows)."""
     return {name: int(len(pd.read_csv(path, usecols=[0]))) for name, path in paths.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Command-line entry shared by data_prep.build_vindr / build_rsna / build_reports
+
+_CLI_DIRS = {"vindr": "vindr", "rsna": "rsna", "reports": "reports"}
+
+
+def _dataset_dir(data_root: Path, dataset: str) -> Path:
+    """``data_root/<dataset>`` when it exists, else ``data_root`` itself (a folder holding the CSVs directly)."""
+    sub = data_root / _CLI_DIRS[dataset]
+    return sub if sub.is_dir() else data_root
+
+
+def build_cli(dataset: str, argv: Sequence[str] | None = None, description: str | None = None) -> dict[str, Path]:
+    """Parse the shared builder options, build ``dataset``'s tables, write them and print their row counts."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog=f"python -m data_prep.build_{dataset}", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", type=Path, required=True,
+                        help=f"folder holding {_CLI_DIRS[dataset]}/ (or the input CSV(s) directly)")
+    pngs = parser.add_mutually_exclusive_group(required=True)
+    pngs.add_argument("--png-dir", type=Path, help="the kit's PNG folder (<patient_id>/<image_id>.png + manifest.csv)")
+    pngs.add_argument("--png-root", type=Path,
+                      help="an authors' PNG release (<patient_id>/<image_id>.png, no manifest; boxes are scaled)")
+    parser.add_argument("--out", type=Path, required=True, help="tables folder (e.g. runs/<profile>/tables)")
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="PNG paths are stored relative to this folder (default: the parent of --out)")
+    parser.add_argument("--n-folds", type=int, default=4, help="GroupKFold folds by patient (default 4)")
+    if dataset == "reports":
+        parser.add_argument("--seed", type=int, default=0, help="seed of the text augmentation")
+        parser.add_argument("--no-per-breast", action="store_true",
+                            help="keep every report sentence for both breasts (default: drop the other breast's)")
+        parser.add_argument("--keep-decimals", action="store_true",
+                            help="keep decimal numbers whole (the paper's cleaning cuts sentences at '.')")
+        parser.add_argument("--back-translation", nargs=2, type=Path, metavar=("EN_TO_PIVOT", "PIVOT_TO_EN"),
+                            help="two local MarianMT folders; default: the offline augmentation")
+    args = parser.parse_args(argv)
+    png_dir = args.png_dir or args.png_root
+    output_dir = args.output_dir or args.out.parent
+    source = _dataset_dir(args.data_root, dataset)
+    try:
+        if dataset == "vindr":
+            result = build_vindr(source, png_dir, relative_to=output_dir, n_folds=args.n_folds)
+            frames = {"vindr_images": result.images, "vindr_boxes": result.boxes, "vindr_pretrain": result.pretrain}
+        elif dataset == "rsna":
+            result = build_rsna(source, png_dir, relative_to=output_dir, n_folds=args.n_folds)
+            frames = {"rsna_images": result.images}
+        else:
+            translator = textlib.BackTranslator(*args.back_translation) if args.back_translation else None
+            config = ReportTextConfig(per_breast=not args.no_per_breast, keep_decimals=args.keep_decimals)
+            result = build_reports(source, png_dir, relative_to=output_dir, n_folds=args.n_folds, seed=args.seed,
+                                   config=config, back_translator=translator)
+            frames = {"reports_pretrain": result.pretrain}
+    except (SchemaError, FileNotFoundError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    paths = {name: write_table(frame, args.out / f"{name}.csv") for name, frame in frames.items()}
+    for name, frame in frames.items():
+        print(f"{name:<18} {len(frame):>7} rows → {paths[name]}")
+    if len(result.dropped):
+        dropped = write_table(result.dropped, args.out / f"dropped_{dataset}.csv")
+        print(f"{len(result.dropped)} image(s) / breast(s) left out (reasons in {dropped})")
+    return paths

@@ -277,3 +277,19 @@ def test_ensure_tables_builds_then_skips_until_inputs_change(tmp_path):
     R.ensure_tables(ctx)
     assert R.table_counts(paths)["reports_pretrain"] == 2
     assert paths["vindr_images"].stat().st_mtime_ns == stamps["vindr_images"]
+
+
+def test_cli_builds_tables_and_reports_schema_errors(tmp_path, capsys):
+    from data_prep import build_rsna, build_vindr
+
+    make_vindr(tmp_path / "data")
+    paths = build_vindr.main(["--data-root", str(tmp_path / "data"), "--png-root", str(tmp_path / "data" / "png"),
+                              "--out", str(tmp_path / "runs" / "tables"), "--n-folds", "2"])
+    assert R.table_counts(paths) == {"vindr_images": 8, "vindr_boxes": 3, "vindr_pretrain": 4}
+    assert "vindr_images" in capsys.readouterr().out
+    (tmp_path / "rsna").mkdir()
+    pd.DataFrame({"patient_id": [1], "image_id": [2], "laterality": ["L"], "view": ["CC"]}).to_csv(
+        tmp_path / "rsna" / "train.csv", index=False)
+    with pytest.raises(SystemExit):
+        build_rsna.main(["--data-root", str(tmp_path), "--png-dir", str(tmp_path / "png"), "--out", str(tmp_path / "t")])
+    assert "missing column(s) cancer" in capsys.readouterr().err
