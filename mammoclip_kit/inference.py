@@ -392,10 +392,13 @@ def zero_shot(images_or_embeddings: Any, model: Any, prompts: Mapping[str, Any],
 
 
 def _build_image_model(preset: str) -> Any:
-    """The preset's model for image embedding only (no text encoder download is needed to time the image tower)."""
-    from mammoclip_kit.models import factory
+    """The preset's model without a text tower: timing the image tower needs no text-encoder download."""
+    from mammoclip_kit.models.clip import build_model
+    from mammoclip_kit.models.factory import get_preset
 
-    return factory.create_model(preset, text_encoder=None)
+    config = get_preset(preset)
+    config.text_dim = config.text_dim or 768  # the projection input width of the absent text tower
+    return build_model(config, image_only=True)
 
 
 def benchmark(argv: Sequence[str] | None = None) -> dict[str, float]:

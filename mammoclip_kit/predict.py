@@ -39,7 +39,7 @@ def load_model(checkpoint: str | Path, text_encoder: str | None = None, device: 
     if path.is_dir():
         from mammoclip_kit.models.clip import from_pretrained
 
-        model = from_pretrained(path) if text_encoder is None else from_pretrained(path, text_encoder=text_encoder)
+        model = from_pretrained(path)  # a kit folder carries its own text encoder (text_encoder/)
     elif path.is_file():
         if path.suffix.lower() not in REFERENCE_SUFFIXES:
             raise ValueError(f"{path}: expected a kit checkpoint folder or a released checkpoint file "

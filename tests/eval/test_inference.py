@@ -161,27 +161,54 @@ def test_retrieval_metrics_is_the_metrics_function():
 # ------------------------------------------------------------------------------------------------------------ CLI
 
 
-def test_predict_cli_prints_table_and_json(tmp_path, monkeypatch, capsys):
-    from mammoclip_kit import predict
+@pytest.fixture(scope="module")
+def smoke_checkpoint(tmp_path_factory):
+    from mammoclip_kit.models.factory import create_model
 
-    model = TinyClip()
-    monkeypatch.setattr(predict, "load_model", lambda checkpoint, text_encoder=None, device=None: model)
-    paths = []
-    for i in range(2):
-        paths.append(tmp_path / f"view{i}.png")
-        cv2.imwrite(str(paths[-1]), _gray(40, 24, seed=i))
+    folder = tmp_path_factory.mktemp("ckpt") / "smoke"
+    create_model("smoke").save_pretrained(folder)
+    return folder
+
+
+def test_predict_cli_on_a_smoke_checkpoint(tmp_path, smoke_checkpoint, capsys):
+    from mammoclip_kit import predict
+    from mammoclip_kit.data.dicom import write_dicom
+    from mammoclip_kit.data.preprocess import make_phantom
+
+    dcm = write_dicom(tmp_path / "p1" / "left.dcm", make_phantom(320, 192, seed=1))
+    png = tmp_path / "right.png"
+    cv2.imwrite(str(png), _gray(160, 96, seed=2))
     prompts = tmp_path / "prompts.json"
-    prompts.write_text(json.dumps({"mass": [["no mass"], ["mass"]], "calc": ["no calcification", "calcification"]}))
-    argv = ["--checkpoint", str(tmp_path), "--image", *map(str, paths), "--prompts", str(prompts)]
+    prompts.write_text(json.dumps({"mass": [["no mass", "no mass is seen"], ["mass"]],
+                                   "density": {"A": ["fatty"], "B": ["scattered"], "C": ["heterogeneous"]}}))
+    argv = ["--checkpoint", str(smoke_checkpoint), "--image", str(dcm), str(png), "--prompts", str(prompts)]
     assert predict.main(argv) == 0
     table = capsys.readouterr().out
-    assert "mass" in table and "calc" in table and "view1.png" in table
+    assert "mass" in table and "density_pred" in table and "left.dcm" in table and "right.png" in table
     assert predict.main([*argv, "--json", "--scoring", "reference"]) == 0
     records = json.loads(capsys.readouterr().out)
-    assert [r["image"] for r in records] == [str(p) for p in paths]
-    expected = inference.zero_shot(paths, model, {"mass": ("no mass", "mass")}, scoring="reference", progress=False)
-    np.testing.assert_allclose([r["mass"] for r in records], expected["mass"], rtol=1e-6)
+    assert [r["image"] for r in records] == [str(dcm), str(png)]
+    model = predict.load_model(smoke_checkpoint)
+    expected = inference.zero_shot([dcm, png], model, {"mass": ("no mass", "mass")}, scoring="reference",
+                                   progress=False)
+    np.testing.assert_allclose([r["mass"] for r in records], expected["mass"], rtol=1e-5)
+    assert all(abs(sum(r[f"density_p{c}"] for c in range(3)) - 1) < 1e-5 for r in records)
+    # default prompts (the kit's sets) cover the paper's tasks
+    assert predict.main(["--checkpoint", str(smoke_checkpoint), "--image", str(png), "--json"]) == 0
+    assert {"mass", "suspicious_calcification", "malignancy", "density_pred"} <= set(
+        json.loads(capsys.readouterr().out)[0])
+
+
+def test_predict_cli_errors_are_named(tmp_path, smoke_checkpoint, capsys):
+    from mammoclip_kit import predict
+
+    png = tmp_path / "a.png"
+    cv2.imwrite(str(png), _gray(160, 96))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"mass": ["only one"]}))
-    assert predict.main(["--checkpoint", str(tmp_path), "--image", str(paths[0]), "--prompts", str(bad)]) == 2
+    assert predict.main(["--checkpoint", str(smoke_checkpoint), "--image", str(png), "--prompts", str(bad)]) == 2
     assert "bad.json" in capsys.readouterr().err
+    assert predict.main(["--checkpoint", str(tmp_path / "nothing"), "--image", str(png)]) == 2
+    assert "nothing" in capsys.readouterr().err
+    assert predict.main(["--checkpoint", str(smoke_checkpoint), "--image", str(tmp_path / "gone.png")]) == 2
+    assert "gone.png" in capsys.readouterr().err
