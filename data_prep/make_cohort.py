@@ -1,0 +1,14 @@
+"""Generate the synthetic teaching cohort.
+
+    python -m data_prep.make_cohort --preset classroom --out data/cohort/classroom --seed 0 --workers 2
+
+Options: ``--n-patients`` (one number or vindr=..,rsna=..,reports=..), ``--image-scale``, ``--prevalence``,
+``--vendors``, ``--no-compress``. See :mod:`mammoclip_kit.data.synthetic` for the presets and the output layout.
+"""
+
+from __future__ import annotations
+
+from mammoclip_kit.data.synthetic import main
+
+if __name__ == "__main__":
+    main()
