@@ -1,0 +1,807 @@
+"""DICOM → model-ready PNG: the paper-exact mode, a header-aware "voi" mode, a manifest and coordinate maps (spec §5).
+
+Two modes, one output contract (``out_dir/<patient_id>/<image_id>.png`` + one manifest row per image):
+
+``paper``
+    The published algorithm, step by step (reference-spec.md §5): trim 5 pixels from every border, invert
+    MONOCHROME1 (``max − x``), min–max scale the *stored* values to uint8 without any window (a rescale slope/intercept
+    would not change the result), crop the breast with the reference's ROI heuristic (threshold at 40, longest run of
+    non-constant columns in the central 80 % row band, then the same for rows), area-resize to 912 wide × 1520 tall
+    and write an 8-bit PNG. Use it to compare with the paper or to feed the released checkpoints.
+``voi``
+    What a viewer shows: modality LUT (rescale), the header's VOI LUT or window (LINEAR / LINEAR_EXACT / SIGMOID;
+    percentiles when the header has none), MONOCHROME1 inverted, then an Otsu + largest-connected-component breast
+    mask that removes burnt-in markers outside the breast, a crop grown to the output's 5:3 aspect (no distortion),
+    area resize and an 8- or 16-bit PNG.
+
+The manifest stores the crop box in original pixel coordinates and the output size, so :func:`original_to_png` and
+:func:`png_to_original` map boxes (and heatmaps' boxes) both ways. :func:`preprocess_many` runs a resumable,
+multi-process batch that writes atomically and reports bad files in ``errors.csv`` instead of stopping;
+:func:`ensure_pngs` is the notebooks' "build if missing" entry point. Nothing from the DICOM header that identifies a
+person is written anywhere (see :data:`mammoclip_kit.data.dicom.PHI_KEYWORDS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from mammoclip_kit.data.dicom import DicomError, DicomImage, read_dicom
+
+if TYPE_CHECKING:  # pandas is imported where tables are built, so that worker processes start fast
+    import pandas as pd
+
+__all__ = [
+    "ERROR_COLUMNS",
+    "IMAGE_SOURCES",
+    "MANIFEST_COLUMNS",
+    "MODES",
+    "BatchResult",
+    "PreprocessCfg",
+    "PreprocessError",
+    "Processed",
+    "benchmark",
+    "breast_mask",
+    "ensure_pngs",
+    "find_sources",
+    "longest_run_indices",
+    "make_phantom",
+    "original_to_png",
+    "paper_roi",
+    "paper_scale",
+    "png_to_original",
+    "preprocess_file",
+    "preprocess_many",
+    "process_image",
+    "read_source_list",
+]
+
+MODES: tuple[str, ...] = ("paper", "voi")
+#: Reference constants (spec §5): border trim, ROI threshold, half-height of the central band.
+PAPER_BORDER = 5
+PAPER_THRESHOLD = 40
+PAPER_BAND = 0.4
+#: Smallest image either mode accepts (rows and columns).
+MIN_SIDE = 16
+
+#: Where each dataset keeps its DICOMs under a data root (DESIGN.md "Data contracts").
+IMAGE_SOURCES: dict[str, str] = {
+    "vindr": "vindr/images/*/*.dicom",
+    "rsna": "rsna/train_images/*/*.dcm",
+    "reports": "reports/images/*/*.dcm",
+}
+
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "image_id", "patient_id", "source", "output", "orig_height", "orig_width", "crop_x0", "crop_y0", "crop_x1",
+    "crop_y1", "out_height", "out_width", "scale_x", "scale_y", "mode", "bits", "photometric", "bits_stored",
+    "transfer_syntax", "manufacturer", "laterality", "view", "voi", "roi_contiguous", "settings",
+)
+ERROR_COLUMNS: tuple[str, ...] = ("source", "patient_id", "image_id", "error", "message")
+
+_JOURNAL = ".manifest.partial.jsonl"
+
+
+class PreprocessError(ValueError):
+    """An image that decodes but cannot be preprocessed (too small, constant, no breast found)."""
+
+
+@dataclass(frozen=True)
+class PreprocessCfg:
+    """Settings of one DICOM → PNG conversion (the profile's ``preprocess`` section maps onto these fields)."""
+
+    mode: str = "voi"               # "paper" (reference-exact) | "voi" (header-aware, better default)
+    height: int = 1520              # output rows (the paper's 1520)
+    width: int | None = 912         # output columns; None = round(height · 3/5), the paper's 5:3
+    bits: int = 8                   # PNG bit depth: 8, or 16 (voi only)
+    keep_aspect: bool = True        # voi: grow the breast box to the output aspect before resizing (no distortion)
+    margin: float = 0.01            # voi: margin added around the breast box, as a fraction of each image side
+    window_index: int = 0           # voi: which header window / VOI LUT to use
+    prefer_lut: bool = True         # voi: a VOI LUT Sequence wins over Window Center/Width when both exist
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"preprocess mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.width is None:
+            object.__setattr__(self, "width", int(round(self.height * 3 / 5)))
+        if int(self.height) < MIN_SIDE or int(self.width) < MIN_SIDE:
+            raise ValueError(f"output size {self.height}×{self.width} is too small (each side ≥ {MIN_SIDE})")
+        object.__setattr__(self, "height", int(self.height))
+        object.__setattr__(self, "width", int(self.width))
+        if self.bits not in (8, 16):
+            raise ValueError(f"bits must be 8 or 16, got {self.bits!r}")
+        if self.mode == "paper" and self.bits != 8:
+            raise ValueError("paper mode writes 8-bit PNGs like the reference; use --mode voi for 16-bit output")
+        if not 0 <= self.margin < 0.5:
+            raise ValueError(f"margin must be in [0, 0.5), got {self.margin}")
+
+    @property
+    def key(self) -> str:
+        """A short string that identifies these settings (stored per manifest row; resume compares it)."""
+        if self.mode == "paper":
+            return f"paper-{self.height}x{self.width}-8bit"
+        aspect = "aspect" if self.keep_aspect else "stretch"
+        lut = "lut" if self.prefer_lut else "win"
+        return f"voi-{self.height}x{self.width}-{self.bits}bit-{aspect}-m{self.margin:g}-w{self.window_index}-{lut}"
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> PreprocessCfg:
+        """Build from a profile's ``preprocess`` section (unknown keys such as ``workers`` are ignored)."""
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in section.items() if k in names})
+
+
+@dataclass
+class Processed:
+    """One preprocessed image: the PNG pixels, the crop box in original coordinates and (optionally) each step."""
+
+    image: np.ndarray                          # (out_height, out_width) uint8 or uint16
+    crop: tuple[int, int, int, int]            # x0, y0, x1, y1 in original pixels (may extend past the image in voi)
+    orig_shape: tuple[int, int]                # original (rows, columns)
+    voi: str                                   # which VOI was applied ("none (paper mode)", "window 0 …", "auto …")
+    roi_contiguous: bool = True                # paper mode: False when tied runs made a non-rectangular selection
+    steps: dict[str, Any] = field(default_factory=dict)  # intermediate images / masks when asked for
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Paper mode (reference-spec.md §5)
+
+
+def paper_scale(pixels: np.ndarray, photometric: str, border: int = PAPER_BORDER) -> np.ndarray:
+    """Steps 1–3 of the reference: trim ``border`` px, invert MONOCHROME1 as ``max − x``, min–max to uint8 (floor)."""
+    x = np.asarray(pixels, dtype=np.float64)[border:-border, border:-border] if border else np.asarray(
+        pixels, dtype=np.float64)
+    if photometric == "MONOCHROME1":
+        x = x.max() - x
+    x = x - x.min()
+    peak = x.max()
+    if peak <= 0:
+        raise PreprocessError("constant image after the border trim: min–max scaling is undefined "
+                              "(the reference would write NaN)")
+    return (x / peak * 255.0).astype(np.uint8)
+
+
+def longest_run_indices(flags: np.ndarray) -> np.ndarray:
+    """Indices of the longest run(s) of consecutive True values; tied runs are all kept (as the reference does)."""
+    flags = np.asarray(flags, dtype=bool)
+    if not flags.any():
+        return np.zeros(0, dtype=np.int64)
+    padded = np.concatenate([[False], flags, [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    starts, stops = edges[0::2], edges[1::2]
+    lengths = stops - starts
+    best = lengths.max()
+    return np.concatenate([np.arange(s, e) for s, e, n in zip(starts, stops, lengths, strict=True) if n == best])
+
+
+def _nonconstant(image: np.ndarray, axis: int) -> np.ndarray:
+    """Per column (axis=0) or row (axis=1): True where values vary (std ≠ 0 ⇔ max ≠ min)."""
+    return image.max(axis=axis) != image.min(axis=axis)
+
+
+def paper_roi(image8: np.ndarray, threshold: int = PAPER_THRESHOLD, band: float = PAPER_BAND,
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The reference breast ROI heuristic on the uint8 image: ``(row_indices, column_indices)`` to keep.
+
+    A copy with pixels ≤ ``threshold`` set to 0 is searched: columns that vary inside the central row band
+    ``[h//2 − int(band·h), h//2 + int(band·h))``, longest run(s); then rows that vary inside the central column band of
+    the column-cropped copy, longest run(s).
+    """
+    work = image8.copy()
+    work[work <= threshold] = 0
+    h = work.shape[0]
+    rows_band = work[max(h // 2 - int(band * h), 0): h // 2 + int(band * h)]
+    cols = longest_run_indices(_nonconstant(rows_band, axis=0))
+    if cols.size == 0:
+        raise PreprocessError(f"breast ROI not found: no column varies after thresholding at {threshold} "
+                              "(the image is blank or uniformly dark)")
+    work = work[:, cols]
+    w = work.shape[1]
+    cols_band = work[:, max(w // 2 - int(band * w), 0): w // 2 + int(band * w)]
+    rows = longest_run_indices(_nonconstant(cols_band, axis=1))
+    if rows.size == 0:
+        raise PreprocessError(f"breast ROI not found: no row varies after thresholding at {threshold}")
+    return rows, cols
+
+
+def _process_paper(image: DicomImage, cfg: PreprocessCfg, keep_steps: bool) -> Processed:
+    scaled = paper_scale(image.pixels, image.photometric)
+    rows, cols = paper_roi(scaled)
+    roi = scaled[np.ix_(rows, cols)]
+    out = cv2.resize(roi, (cfg.width, cfg.height), interpolation=cv2.INTER_AREA)
+    b = PAPER_BORDER
+    crop = (int(cols[0]) + b, int(rows[0]) + b, int(cols[-1]) + 1 + b, int(rows[-1]) + 1 + b)
+    contiguous = bool(cols[-1] - cols[0] + 1 == cols.size and rows[-1] - rows[0] + 1 == rows.size)
+    steps: dict[str, Any] = {}
+    if keep_steps:
+        threshold = scaled.copy()
+        threshold[threshold <= PAPER_THRESHOLD] = 0
+        steps = {"uint8": scaled, "thresholded": threshold, "rows": rows, "cols": cols, "roi": roi}
+    return Processed(out, crop, image.shape, "none (paper mode: stored values, min–max)", contiguous, steps)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# VOI mode
+
+
+def breast_mask(values: np.ndarray, max_side: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Otsu + largest connected component on a bright-is-dense image.
+
+    Returns ``(breast, markers)`` at full resolution: ``breast`` is the largest component with its holes filled,
+    ``markers`` the other above-threshold components that lie outside it (burnt-in text, labels). Computed on a
+    copy downsampled to ``max_side`` for speed.
+    """
+    h, w = values.shape
+    factor = max(h, w) / max_side if max(h, w) > max_side else 1.0
+    small = values if factor == 1.0 else cv2.resize(
+        values.astype(np.float32), (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
+    low, high = float(small.min()), float(small.max())
+    if high <= low:
+        raise PreprocessError("constant image: no breast can be separated from the background")
+    u8 = np.rint((small - low) / (high - low) * 255).astype(np.uint8)
+    _, fg = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if n < 2:
+        raise PreprocessError("breast not found: Otsu's threshold left no foreground component")
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    breast = (labels == largest).astype(np.uint8)
+    # Fill holes: background reachable from the border stays background; everything else belongs to the breast.
+    padded = np.pad(1 - breast, 1, constant_values=1)
+    flood = padded.copy()
+    cv2.floodFill(flood, None, (0, 0), 2)
+    breast = np.where(flood[1:-1, 1:-1] == 2, 0, 1).astype(np.uint8)
+    markers = ((labels > 0) & (breast == 0)).astype(np.uint8)
+    markers = cv2.dilate(markers, np.ones((3, 3), np.uint8))  # include the markers' anti-aliased rims
+    if factor != 1.0:
+        breast = cv2.resize(breast, (w, h), interpolation=cv2.INTER_NEAREST)
+        markers = cv2.resize(markers, (w, h), interpolation=cv2.INTER_NEAREST)
+    return breast.astype(bool), markers.astype(bool) & ~breast.astype(bool)
+
+
+def _grow_to_aspect(box: tuple[int, int, int, int], ratio: float, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Grow ``box`` (x0, y0, x1, y1) to height/width = ``ratio``, staying inside ``shape`` when it fits."""
+    x0, y0, x1, y1 = box
+    h, w = y1 - y0, x1 - x0
+    rows, cols = shape
+    if h / w < ratio:   # too wide: add rows
+        new_h = int(round(w * ratio))
+        y0, y1 = _place(y0, y1, new_h, rows)
+    else:               # too tall: add columns
+        new_w = int(round(h / ratio))
+        x0, x1 = _place(x0, x1, new_w, cols)
+    return x0, y0, x1, y1
+
+
+def _place(a0: int, a1: int, size: int, limit: int) -> tuple[int, int]:
+    """An interval of length ``size`` centred on [a0, a1), shifted inside [0, limit) if it fits, else centred on it."""
+    start = (a0 + a1 - size) // 2
+    if size <= limit:
+        start = min(max(start, 0), limit - size)
+    else:
+        start = (limit - size) // 2
+    return start, start + size
+
+
+def _crop_padded(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """``image[y0:y1, x0:x1]`` where the box may extend past the image (padded with zeros = background)."""
+    x0, y0, x1, y1 = box
+    h, w = image.shape
+    inner = image[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
+    pads = ((max(-y0, 0), max(y1 - h, 0)), (max(-x0, 0), max(x1 - w, 0)))
+    return np.pad(inner, pads) if any(p for pair in pads for p in pair) else inner
+
+
+def _process_voi(image: DicomImage, cfg: PreprocessCfg, keep_steps: bool) -> Processed:
+    display = image.display(index=cfg.window_index, prefer_lut=cfg.prefer_lut)
+    source = image.voi_source(cfg.prefer_lut)
+    if source == "window":
+        c, w = image.meta["window_center"][cfg.window_index], image.meta["window_width"][cfg.window_index]
+        voi = f"window {cfg.window_index}: center {c:g}, width {w:g}, {image.meta.get('voi_lut_function') or 'LINEAR'}"
+    elif source == "voi_lut":
+        voi = f"VOI LUT {cfg.window_index}"
+    else:
+        voi = "auto: 0.5–99.5 percentile window (no VOI in the header)"
+    # The mask is found on the modality values (bright = dense), which separate air from tissue better than a window
+    # that may clip fat to black.
+    values = image.modality()
+    if image.is_monochrome1:
+        values = values.max() - values
+    breast, markers = breast_mask(values)
+    cleaned = np.where(markers, 0.0, display).astype(np.float32)
+    ys, xs = np.nonzero(breast)
+    rows, cols = image.shape
+    my, mx = int(round(cfg.margin * rows)), int(round(cfg.margin * cols))
+    box = (max(int(xs.min()) - mx, 0), max(int(ys.min()) - my, 0),
+           min(int(xs.max()) + 1 + mx, cols), min(int(ys.max()) + 1 + my, rows))
+    if cfg.keep_aspect:
+        box = _grow_to_aspect(box, cfg.height / cfg.width, (rows, cols))
+    roi = _crop_padded(cleaned, box)
+    resized = cv2.resize(roi, (cfg.width, cfg.height), interpolation=cv2.INTER_AREA)
+    peak = 255.0 if cfg.bits == 8 else 65535.0
+    out = np.rint(np.clip(resized, 0.0, 1.0) * peak).astype(np.uint8 if cfg.bits == 8 else np.uint16)
+    steps: dict[str, Any] = {}
+    if keep_steps:
+        steps = {"display": display, "breast": breast, "markers": markers, "cleaned": cleaned, "roi": roi}
+    return Processed(out, tuple(int(v) for v in box), image.shape, voi, True, steps)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One image
+
+
+def process_image(image: DicomImage, cfg: PreprocessCfg | None = None, *, keep_steps: bool = False) -> Processed:
+    """Preprocess one decoded DICOM with ``cfg`` (default: voi mode at 1520×912).
+
+    Raises :class:`PreprocessError` for images that are too small, constant or show no breast.
+    """
+    cfg = cfg or PreprocessCfg()
+    rows, cols = image.shape
+    if rows < MIN_SIDE or cols < MIN_SIDE:
+        raise PreprocessError(f"image is {rows}×{cols} pixels: too small for a mammogram (each side ≥ {MIN_SIDE})")
+    low, high = image.pixels.min(), image.pixels.max()
+    if low == high:
+        raise PreprocessError(f"constant image: every pixel is {low}, nothing to window or crop")
+    if cfg.mode == "paper":
+        return _process_paper(image, cfg, keep_steps)
+    return _process_voi(image, cfg, keep_steps)
+
+
+def _ids(src: Path) -> tuple[str, str]:
+    """(patient_id, image_id): the parent folder's name and the file stem."""
+    return src.parent.name, src.stem
+
+
+def _write_png(dst: Path, image: np.ndarray) -> None:
+    """Encode and write atomically (temporary file + rename); the PNG carries no text metadata."""
+    ok, buffer = cv2.imencode(".png", image)
+    if not ok:
+        raise PreprocessError(f"{dst}: OpenCV could not encode the PNG")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(buffer.tobytes())
+    os.replace(tmp, dst)
+
+
+def _row(src: Path, dst: Path, image: DicomImage, result: Processed, cfg: PreprocessCfg) -> dict[str, Any]:
+    patient_id, image_id = _ids(src)
+    x0, y0, x1, y1 = result.crop
+    out_h, out_w = result.image.shape
+    meta = image.meta
+    return {
+        "image_id": image_id, "patient_id": patient_id, "source": str(src), "output": str(dst),
+        "orig_height": result.orig_shape[0], "orig_width": result.orig_shape[1],
+        "crop_x0": x0, "crop_y0": y0, "crop_x1": x1, "crop_y1": y1, "out_height": out_h, "out_width": out_w,
+        "scale_x": out_w / (x1 - x0), "scale_y": out_h / (y1 - y0), "mode": cfg.mode, "bits": cfg.bits,
+        "photometric": meta["photometric"], "bits_stored": meta["bits_stored"],
+        "transfer_syntax": meta["transfer_syntax"], "manufacturer": meta["manufacturer"],
+        "laterality": meta["laterality"], "view": meta["view"], "voi": result.voi,
+        "roi_contiguous": result.roi_contiguous, "settings": cfg.key,
+    }
+
+
+def preprocess_file(src: str | os.PathLike, dst: str | os.PathLike, mode: str = "voi", height: int = 1520,
+                    width: int | None = 912, bits: int = 8, **options: Any) -> dict[str, Any]:
+    """Convert one DICOM to a PNG at ``dst`` and return its manifest row (paths as given).
+
+    ``options`` are further :class:`PreprocessCfg` fields (``keep_aspect``, ``margin``, ``window_index``,
+    ``prefer_lut``). Raises :class:`~mammoclip_kit.data.dicom.DicomError` / :class:`PreprocessError` naming the file.
+    """
+    cfg = PreprocessCfg(mode=mode, height=height, width=width, bits=bits, **options)
+    return _convert(Path(src), Path(dst), cfg)
+
+
+def _convert(src: Path, dst: Path, cfg: PreprocessCfg) -> dict[str, Any]:
+    image = read_dicom(src)
+    try:
+        result = process_image(image, cfg)
+    except PreprocessError as exc:
+        raise PreprocessError(f"{src}: {exc}") from None
+    _write_png(dst, result.image)
+    return _row(src, dst, image, result, cfg)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Coordinate maps
+
+
+def _box_params(row: Mapping[str, Any]) -> tuple[float, float, float, float]:
+    x0, y0 = float(row["crop_x0"]), float(row["crop_y0"])
+    sx = float(row["out_width"]) / (float(row["crop_x1"]) - x0)
+    sy = float(row["out_height"]) / (float(row["crop_y1"]) - y0)
+    return x0, y0, sx, sy
+
+
+def original_to_png(boxes: np.ndarray, row: Mapping[str, Any], clip: bool = False) -> np.ndarray:
+    """Map (N, 4) xyxy boxes from original DICOM pixels to PNG pixels of a manifest ``row``.
+
+    ``png = (orig − crop_origin) · out_size / crop_size`` on each axis (continuous pixel-edge coordinates).
+    ``clip=True`` clips to the PNG (parts of a box outside the crop are cut).
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x0, y0, sx, sy = _box_params(row)
+    out = np.stack([(b[:, 0] - x0) * sx, (b[:, 1] - y0) * sy, (b[:, 2] - x0) * sx, (b[:, 3] - y0) * sy], axis=1)
+    if clip:
+        out[:, [0, 2]] = out[:, [0, 2]].clip(0, float(row["out_width"]))
+        out[:, [1, 3]] = out[:, [1, 3]].clip(0, float(row["out_height"]))
+    return out
+
+
+def png_to_original(boxes: np.ndarray, row: Mapping[str, Any]) -> np.ndarray:
+    """Map (N, 4) xyxy boxes from PNG pixels back to original DICOM pixels (inverse of :func:`original_to_png`)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x0, y0, sx, sy = _box_params(row)
+    return np.stack([b[:, 0] / sx + x0, b[:, 1] / sy + y0, b[:, 2] / sx + x0, b[:, 3] / sy + y0], axis=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Batches
+
+
+@dataclass
+class BatchResult:
+    """What :func:`preprocess_many` did."""
+
+    out_dir: Path
+    converted: int          # PNGs written in this run
+    skipped: int            # already done with the same settings (resume)
+    failed: int             # files listed in errors
+    manifest: pd.DataFrame  # every image in out_dir (this run and earlier runs)
+    errors: pd.DataFrame    # this run's failures: source, patient_id, image_id, error, message
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        """PNGs written per second of wall time (NaN when nothing was converted)."""
+        return self.converted / self.seconds if self.converted and self.seconds > 0 else float("nan")
+
+    def summary(self) -> str:
+        rate = f", {self.images_per_s:.1f} images/s" if self.converted else ""
+        return (f"{len(self.manifest)} PNGs — converted {self.converted}, skipped {self.skipped}, "
+                f"failed {self.failed} ({self.seconds:.1f} s{rate})")
+
+
+def find_sources(folder: str | os.PathLike, patterns: Sequence[str] = ("*.dcm", "*.dicom", "*.DCM")) -> list[Path]:
+    """DICOM files one level below ``folder`` (``<patient>/<image>.dcm``), or directly in it; sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    found: set[Path] = set()
+    for pattern in patterns:
+        found.update(folder.glob(f"*/{pattern}"))
+        found.update(folder.glob(pattern))
+    return sorted(p for p in found if p.is_file())
+
+
+def read_source_list(csv_path: str | os.PathLike, column: str | None = None,
+                     root: str | os.PathLike | None = None) -> list[Path]:
+    """DICOM paths from a CSV column (``path``, ``source``, ``file`` or ``dicom``), relative paths under ``root``."""
+    import pandas as pd
+
+    csv_path = Path(csv_path)
+    table = pd.read_csv(csv_path, dtype=str)
+    candidates = [column] if column else ["path", "source", "file", "dicom", "filename"]
+    picked = next((c for c in candidates if c in table.columns), None)
+    if picked is None:
+        raise ValueError(f"{csv_path}: no column {' / '.join(candidates)} with the DICOM paths "
+                         f"(columns are {', '.join(table.columns)})")
+    base = Path(root) if root else csv_path.parent
+    paths = []
+    for i, value in enumerate(table[picked]):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{csv_path}: row {i + 2}, column {picked!r}: empty path")
+        p = Path(value.strip())
+        paths.append(p if p.is_absolute() else base / p)
+    return paths
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(path)
+
+
+def _job(args: tuple[str, str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """Worker body: convert one file; never raises (failures come back as an error record)."""
+    src, dst, cfg_fields = args
+    cfg = PreprocessCfg(**cfg_fields)
+    try:
+        return "ok", _convert(Path(src), Path(dst), cfg)
+    except (DicomError, PreprocessError, FileNotFoundError) as exc:
+        reason = getattr(exc, "reason", None) or str(exc).removeprefix(f"{src}: ")
+        return "error", {"error": type(exc).__name__, "message": reason}
+    except Exception as exc:  # one bad file never stops the batch
+        return "error", {"error": type(exc).__name__, "message": str(exc).replace(src, "<file>")[:500]}
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)
+
+
+def _read_rows(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Existing manifest rows keyed by output, including a journal left by an interrupted run."""
+    import pandas as pd
+
+    rows: dict[str, dict[str, Any]] = {}
+    manifest = out_dir / "manifest.csv"
+    if manifest.is_file():
+        table = pd.read_csv(manifest, dtype={"image_id": str, "patient_id": str})
+        for record in table.to_dict("records"):
+            rows[str(record["output"])] = record
+    journal = out_dir / _JOURNAL
+    if journal.is_file():
+        for line in journal.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by the interruption
+                continue
+            rows[str(record["output"])] = record
+    return rows
+
+
+def _write_if_changed(path: Path, table: pd.DataFrame) -> bool:
+    text = table.to_csv(index=False)
+    if path.is_file() and path.read_text() == text:
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+def preprocess_many(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *, mode: str, height: int,
+                    width: int | None, bits: int = 8, workers: int = 1, resume: bool = True,
+                    root: str | os.PathLike | None = None, progress: bool = True, **options: Any) -> BatchResult:
+    """Convert many DICOMs to ``out_dir/<patient_id>/<image_id>.png`` and write ``manifest.csv`` + ``errors.csv``.
+
+    Args:
+        sources: DICOM paths; patient_id = the parent folder's name, image_id = the file stem.
+        out_dir: output folder.
+        mode, height, width, bits: see :class:`PreprocessCfg` (``options`` takes its other fields).
+        workers: processes (1 = in this process).
+        resume: skip images whose PNG exists and whose manifest row has the same settings; a second identical run
+            writes nothing. ``False`` converts everything again and the manifest lists only this run's images.
+        root: data root; manifest ``source`` paths are stored relative to it (``output`` is relative to ``out_dir``).
+        progress: show a tqdm progress bar.
+
+    Bad files never stop the batch: each becomes one ``errors.csv`` row (file, error type, reason).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    cfg = PreprocessCfg(mode=mode, height=height, width=width, bits=bits, **options)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root_path = Path(root) if root is not None else None
+    existing = _read_rows(out_dir) if resume else {}
+
+    jobs: list[tuple[str, str, dict[str, Any]]] = []
+    job_meta: dict[str, tuple[str, str, str, str]] = {}   # src → (rel source, patient, image, rel output)
+    kept: dict[str, dict[str, Any]] = {}
+    errors: list[dict[str, Any]] = []
+    claimed: dict[str, str] = {}
+    skipped = 0
+    for src in (Path(s) for s in sources):
+        patient_id, image_id = _ids(src)
+        rel_out = f"{patient_id}/{image_id}.png"
+        rel_src = _relative(src, root_path)
+        if rel_out in claimed:
+            errors.append({"source": rel_src, "patient_id": patient_id, "image_id": image_id, "error": "DuplicateOutput",
+                           "message": f"output {rel_out} is already produced by {claimed[rel_out]}"})
+            continue
+        claimed[rel_out] = rel_src
+        old = existing.get(rel_out)
+        if (old is not None and str(old.get("settings")) == cfg.key and str(old.get("source")) == rel_src
+                and (out_dir / rel_out).is_file()):
+            kept[rel_out] = old
+            skipped += 1
+            continue
+        jobs.append((str(src), str(out_dir / rel_out), asdict(cfg)))
+        job_meta[str(src)] = (rel_src, patient_id, image_id, rel_out)
+
+    new_rows: dict[str, dict[str, Any]] = {}
+    if jobs:
+        journal = open(out_dir / _JOURNAL, "a")  # noqa: SIM115 - kept open across the loop, closed below
+        try:
+            bar = tqdm(total=len(jobs), desc=f"DICOM → PNG ({cfg.mode})", unit="img", disable=not progress)
+            results = _run_jobs(jobs, workers)
+            for src, (status, record) in results:
+                rel_src, patient_id, image_id, rel_out = job_meta[src]
+                if status == "ok":
+                    record.update(source=rel_src, output=rel_out)
+                    new_rows[rel_out] = record
+                    journal.write(json.dumps(record) + "\n")
+                    journal.flush()
+                else:
+                    errors.append({"source": rel_src, "patient_id": patient_id, "image_id": image_id, **record})
+                bar.update(1)
+            bar.close()
+        finally:
+            journal.close()
+
+    rows = {**({k: v for k, v in existing.items() if k not in claimed} if resume else {}), **kept, **new_rows}
+    manifest = pd.DataFrame([rows[k] for k in sorted(rows)], columns=list(MANIFEST_COLUMNS))
+    manifest = manifest.astype({"image_id": str, "patient_id": str})
+    error_table = pd.DataFrame(errors, columns=list(ERROR_COLUMNS))
+    _write_if_changed(out_dir / "manifest.csv", manifest)
+    _write_if_changed(out_dir / "errors.csv", error_table)
+    (out_dir / _JOURNAL).unlink(missing_ok=True)
+    return BatchResult(out_dir, len(new_rows), skipped, len(errors), manifest, error_table,
+                       time.perf_counter() - start)
+
+
+def _run_jobs(jobs: list[tuple[str, str, dict[str, Any]]], workers: int):
+    """Yield ``(src, (status, record))`` as jobs finish (in a process pool when ``workers > 1``)."""
+    if workers <= 1 or len(jobs) == 1:
+        for job in jobs:
+            yield job[0], _job(job)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # "spawn" behaves the same on Linux, macOS and Windows and is safe after torch / OpenCV started threads.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context,
+                             initializer=_worker_init) as pool:
+        futures = {pool.submit(_job, job): job[0] for job in jobs}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Notebook entry point
+
+
+def ensure_pngs(ctx: Any, datasets: Sequence[str] = ("vindr", "rsna", "reports")) -> dict[str, Path]:
+    """Convert the DICOMs of every dataset folder present under ``ctx.data_root`` into ``ctx.png_dir(dataset)``.
+
+    Uses the profile's ``preprocess`` section (mode, height, width, bits, workers; the ``num_workers`` parameter
+    overrides workers). Work already done with the same settings is skipped (settings are recorded in
+    ``png_dir/settings.json``); ``retrain=True`` converts everything again. Prints one line per dataset and returns
+    ``{dataset: png_dir}``.
+    """
+    if getattr(ctx, "is_cohort", False):
+        from mammoclip_kit.data.synthetic import ensure_cohort
+
+        ensure_cohort(ctx)
+    section = ctx.section("preprocess")
+    cfg = PreprocessCfg.from_section(section)
+    workers = int(ctx.params.get("num_workers") or section.get("workers") or 1)
+    data_root = Path(ctx.data_root)
+    dirs: dict[str, Path] = {}
+    for name in datasets:
+        if name not in IMAGE_SOURCES:
+            raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(IMAGE_SOURCES)}")
+        if not (data_root / name).is_dir():
+            continue
+        sources = sorted(data_root.glob(IMAGE_SOURCES[name]))
+        png_dir = Path(ctx.png_dir(name))
+        if not sources:
+            print(f"{name:<8} no DICOMs found under {IMAGE_SOURCES[name]}; skipped")
+            continue
+        settings_path = png_dir / "settings.json"
+        recorded = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+        same = recorded.get("settings") == asdict(cfg)
+        result = preprocess_many(sources, png_dir, mode=cfg.mode, height=cfg.height, width=cfg.width, bits=cfg.bits,
+                                 workers=workers, resume=same and not ctx.retrain, root=data_root,
+                                 keep_aspect=cfg.keep_aspect, margin=cfg.margin, window_index=cfg.window_index,
+                                 prefer_lut=cfg.prefer_lut)
+        if result.converted or result.failed or not same:
+            state = {"settings": asdict(cfg), "last_run": {
+                "converted": result.converted, "skipped": result.skipped, "failed": result.failed,
+                "seconds": round(result.seconds, 3), "workers": workers, "images": len(result.manifest)}}
+            tmp = settings_path.with_name(".settings.json.tmp")
+            tmp.write_text(json.dumps(state, indent=2))
+            os.replace(tmp, settings_path)
+        where = ctx.relpath(png_dir) if hasattr(ctx, "relpath") else png_dir.name
+        print(f"{name:<8} {result.summary()} → {where}"
+              + (f"; see {where}/errors.csv" if result.failed else ""))
+        dirs[name] = png_dir
+    return dirs
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Test images and the benchmark
+
+
+def make_phantom(rows: int = 640, cols: int = 384, *, seed: int = 0, laterality: str = "L", bits: int = 12,
+                 marker: bool = True, air: float = 0.05) -> np.ndarray:
+    """A simple mammogram-like uint16 image (bright = dense) for tests and benchmarks.
+
+    A half-ellipse breast against the chest wall (left edge for ``"L"``), smooth random texture, a darker periphery,
+    air at ``air`` of the range plus noise, and optionally a bright burnt-in marker block in the opposite top corner.
+    Not the teaching cohort (see :mod:`mammoclip_kit.data.synthetic`): just enough structure for the ROI code.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    cy, ry, rx = rows * 0.5, rows * 0.42, cols * 0.78
+    x_from_wall = xx if laterality == "L" else (cols - 1 - xx)
+    r = np.sqrt(((yy - cy) / ry) ** 2 + (x_from_wall / rx) ** 2)
+    breast = r < 1.0
+    small = rng.standard_normal((max(rows // 32, 2), max(cols // 32, 2))).astype(np.float32)
+    texture = cv2.resize(small, (cols, rows), interpolation=cv2.INTER_CUBIC)
+    tissue = 0.55 + 0.12 * texture - 0.25 * np.clip(r - 0.7, 0, None) / 0.3
+    image = np.where(breast, np.clip(tissue, 0.2, 0.95), air)
+    image = image + rng.normal(0, 0.01, image.shape)
+    if marker:
+        h, w = max(rows // 20, 2), max(cols // 8, 2)
+        x0 = cols - w - cols // 40 if laterality == "L" else cols // 40
+        y0 = rows // 40
+        image[y0:y0 + h, x0:x0 + w] = 0.98
+    peak = 2 ** bits - 1
+    return np.rint(np.clip(image, 0, 1) * peak).astype(np.uint16)
+
+
+def benchmark(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """``python -m mammoclip_kit.bench preprocess``: images/s per core of DICOM → PNG, paper and voi modes.
+
+    Runs in one process (one core) over ``--n`` DICOMs: those of ``--source`` (a folder of ``<patient>/<image>``
+    DICOMs), else the classroom cohort's VinDr part when it exists, else synthetic phantoms written to a temporary
+    folder at ``--phantom-size``. Each image is read, decoded, preprocessed and PNG-encoded to a temporary folder.
+    """
+    import tempfile
+
+    from mammoclip_kit import env
+    from mammoclip_kit.data.dicom import write_dicom
+
+    parser = argparse.ArgumentParser(prog="python -m mammoclip_kit.bench preprocess", description=benchmark.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=[*MODES, "both"], default="both")
+    parser.add_argument("--n", type=int, default=8, help="images per mode")
+    parser.add_argument("--source", type=Path, default=None, help="folder of DICOMs (default: cohort, else phantoms)")
+    parser.add_argument("--height", type=int, default=1520)
+    parser.add_argument("--width", type=int, default=912)
+    parser.add_argument("--bits", type=int, default=8, help="voi mode bit depth")
+    parser.add_argument("--phantom-size", default="3328x2560", help="rows x columns of synthetic phantoms")
+    args = parser.parse_args(list(argv or []))
+    cv2.setNumThreads(1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        cohort = env.default_data_root() / "cohort" / "classroom" / "vindr" / "images"
+        if args.source is not None:
+            sources, origin = find_sources(args.source)[: args.n], str(args.source)
+        elif cohort.is_dir() and any(cohort.glob("*/*.dicom")):
+            sources, origin = sorted(cohort.glob("*/*.dicom"))[: args.n], "classroom cohort (vindr)"
+        else:
+            rows, cols = (int(v) for v in args.phantom_size.lower().split("x"))
+            sources = [write_dicom(tmp_path / "src" / f"p{i}" / f"img{i}.dcm",
+                                   make_phantom(rows, cols, seed=i, laterality="LR"[i % 2]), bits_stored=12,
+                                   window=[(2000, 3000)]) for i in range(args.n)]
+            origin = f"synthetic phantoms {rows}×{cols}, 12-bit, uncompressed"
+        if not sources:
+            raise SystemExit(f"no DICOMs found in {args.source}")
+        modes = list(MODES) if args.mode == "both" else [args.mode]
+        print(f"DICOM → PNG benchmark: {len(sources)} images from {origin}, output {args.height}×{args.width}, "
+              "1 process (images/s per core)")
+        rates: dict[str, float] = {}
+        for mode in modes:
+            cfg = PreprocessCfg(mode=mode, height=args.height, width=args.width,
+                                bits=8 if mode == "paper" else args.bits)
+            _convert(Path(sources[0]), tmp_path / "warmup.png", cfg)  # imports and first-call costs
+            failed = 0
+            t0 = time.perf_counter()
+            for i, src in enumerate(sources):
+                try:
+                    _convert(Path(src), tmp_path / mode / f"{i}.png", cfg)
+                except (DicomError, PreprocessError) as exc:
+                    failed += 1
+                    print(f"  skipped: {exc}")
+            seconds = time.perf_counter() - t0
+            done = len(sources) - failed
+            rates[mode] = done / seconds if seconds > 0 else float("nan")
+            print(f"  {mode:<6} {done} images in {seconds:.2f} s = {rates[mode]:.2f} images/s per core "
+                  f"({1000 * seconds / max(done, 1):.0f} ms/image)")
+    return rates
