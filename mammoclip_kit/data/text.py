@@ -70,6 +70,19 @@ def extract_sections(text: str | None) -> dict[str, str]:
     return sections
 
 
+#: A report written for the kit (our wording), used when a data root has no image-report table.
+EXAMPLE_REPORT = (
+    "HISTORY: 58-year-old woman, screening mammography. Prior exam from 2023 available.\n"
+    "FINDINGS: Standard CC and MLO views of both breasts were acquired. The breasts are heterogeneously dense, which "
+    "may obscure small masses. In the right breast at 10 o'clock, middle third, there is an irregular mass with "
+    "spiculated margins measuring 1.4 cm. No suspicious calcifications are seen in the right breast. The left breast "
+    "shows no suspicious mass, calcification or architectural distortion. No skin thickening or nipple retraction.\n"
+    "IMPRESSION: Suspicious right breast mass. BI-RADS 4: ultrasound-guided biopsy is recommended. Left breast: "
+    "negative.\n"
+    "RECOMMENDATION: Biopsy of the right breast mass."
+)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Paper cleaning (spec §3.3)
 
