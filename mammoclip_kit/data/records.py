@@ -41,6 +41,7 @@ import ast
 import json
 import logging
 import os
+import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -721,8 +722,10 @@ def ensure_tables(ctx: Any, datasets: Sequence[str] | None = None) -> dict[str, 
             "png_dir_mtime": png_dir.stat().st_mtime_ns if png_dir.is_dir() else None}
         outputs = {name: tables_dir / f"{name}.csv" for name in _OUTPUTS[dataset]}
         if not ctx.retrain and state.get(dataset) == signature and all(p.is_file() for p in outputs.values()):
+            print(f"tables {dataset:<8} up to date: {', '.join(outputs)}")
             built.update(outputs)
             continue
+        started = time.perf_counter()
         relative_to = ctx.output_dir
         if dataset == "vindr":
             result = build_vindr(ctx.data_root / "vindr", png_dir, relative_to=relative_to, n_folds=config.n_folds)
@@ -740,6 +743,9 @@ def ensure_tables(ctx: Any, datasets: Sequence[str] | None = None) -> dict[str, 
             frames = {"reports_pretrain": result.pretrain}
         for name, frame in frames.items():
             write_table(frame, outputs[name])
+        print(f"tables {dataset:<8} built in {time.perf_counter() - started:.1f} s: "
+              + ", ".join(f"{name} {len(frame)} rows" for name, frame in frames.items())
+              + (f"; {len(result.dropped)} left out (tables/dropped.csv)" if len(result.dropped) else ""))
         dropped_all.append(result.dropped)
         state[dataset] = signature
         tables_dir.mkdir(parents=True, exist_ok=True)
