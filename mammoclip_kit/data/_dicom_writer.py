@@ -65,8 +65,8 @@ class Vendor:
 
     def shape(self, image_scale: float) -> tuple[int, int]:
         """Rows and columns of this vendor's images at ``image_scale`` × the native matrix (even numbers)."""
-        rows = max(64, int(round(self.rows * image_scale / 2)) * 2)
-        cols = max(40, int(round(self.cols * image_scale / 2)) * 2)
+        rows = max(96, int(round(self.rows * image_scale / 2)) * 2)
+        cols = max(64, int(round(self.cols * image_scale / 2)) * 2)
         return rows, cols
 
     def spacing(self, image_scale: float) -> float:
