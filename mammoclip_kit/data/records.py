@@ -127,7 +127,12 @@ def _row_label(index: int) -> str:
 
 
 def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip())
+    """None, NaN, pd.NA or a string of white space."""
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return False
+    return value is None or bool(pd.isna(value))
 
 
 def _norm(value: Any) -> str:
