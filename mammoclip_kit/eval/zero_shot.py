@@ -43,7 +43,9 @@ __all__ = [
     "embed_table",
     "evaluate_rsna",
     "evaluate_vindr",
+    "evaluate_retrieval",
     "load_prompt_sets",
+    "retrieval_pairs",
     "run_zero_shot",
 ]
 
@@ -247,36 +249,52 @@ def _limit(table: pd.DataFrame, max_images: int | None) -> pd.DataFrame:
     return table if max_images is None else table.iloc[: int(max_images)]
 
 
+def eval_tables(ctx: Any, config: ZeroShotConfig | None = None, datasets: Sequence[str] = ("vindr", "rsna"),
+                build_tables: bool = True) -> dict[str, pd.DataFrame]:
+    """The evaluation rows of each dataset whose table exists: VinDr ``split == config.vindr_split``, RSNA
+    ``fold == config.rsna_fold`` (capped at ``config.max_images``), index reset.
+
+    With ``build_tables`` the tables are first made current with :func:`mammoclip_kit.data.records.ensure_tables`
+    (built when missing or stale). Datasets without a table (e.g. real data with VinDr only) are left out.
+    """
+    from mammoclip_kit.data.records import ensure_tables, read_table
+
+    config = config or ZeroShotConfig.from_settings(ctx.section("zero_shot"), seed=ctx.seed)
+    if build_tables:
+        ensure_tables(ctx)
+    out: dict[str, pd.DataFrame] = {}
+    for name in datasets:
+        if name not in ("vindr", "rsna"):
+            raise ValueError(f"unknown dataset {name!r}: expected 'vindr' or 'rsna'")
+        path = Path(ctx.tables_dir) / f"{name}_images.csv"
+        if not path.is_file():
+            continue
+        table = read_table(path)
+        if name == "vindr":
+            table = _select(table, "split", config.vindr_split, str(path))
+        else:
+            table = _select(table, "fold", config.rsna_fold, str(path))
+        out[name] = _limit(table, config.max_images).reset_index(drop=True)
+    return out
+
+
 def run_zero_shot(ctx: Any, model: Any, config: ZeroShotConfig | None = None,
                   datasets: Sequence[str] = ("vindr", "rsna"), progress: bool = True,
                   build_tables: bool = True, prompts: Mapping[str, Any] | None = None) -> ZeroShotResult:
-    """The full evaluation on the built tables of ``ctx``.
+    """The full evaluation on the built tables of ``ctx`` (see :func:`eval_tables`).
 
-    With ``build_tables`` the tables are first made current with
-    :func:`mammoclip_kit.data.records.ensure_tables` (built when missing or stale). ``prompts`` overrides the prompt
-    set named by ``config.prompts``. Returns a :class:`ZeroShotResult`; the caller decides where the metrics go
-    (``ctx.write_metrics``).
+    ``prompts`` overrides the prompt set named by ``config.prompts``. Returns a :class:`ZeroShotResult`; the caller
+    decides where the metrics go (``ctx.write_metrics``). Raises when none of ``datasets`` has a table.
     """
     config = config or ZeroShotConfig.from_settings(ctx.section("zero_shot"), seed=ctx.seed)
     prompts = dict(prompts) if prompts is not None else load_prompt_sets(config.prompts)
-    if build_tables:
-        from mammoclip_kit.data.records import ensure_tables
-
-        ensure_tables(ctx)
+    tables = eval_tables(ctx, config, datasets, build_tables)
+    if not tables:
+        raise FileNotFoundError(f"{ctx.tables_dir}: none of the tables {[f'{d}_images.csv' for d in datasets]} exist; "
+                                "data_root needs vindr/ and/or rsna/ (see README 'Real data')")
     result = ZeroShotResult(metrics={"prompts": config.prompts, "scoring": config.scoring, "n_boot": config.n_boot})
     batch_size = int(ctx.param("batch_size", default=None) or config.batch_size)
-    for name in datasets:
-        path = Path(ctx.tables_dir) / f"{name}_images.csv"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: the {name} table is missing (ensure_tables did not build it)")
-        table = pd.read_csv(path)
-        if name == "vindr":
-            table = _limit(_select(table, "split", config.vindr_split, str(path)), config.max_images)
-        elif name == "rsna":
-            table = _limit(_select(table, "fold", config.rsna_fold, str(path)), config.max_images)
-        else:
-            raise ValueError(f"unknown dataset {name!r}: expected 'vindr' or 'rsna'")
-        table = table.reset_index(drop=True)
+    for name, table in tables.items():
         emb = embed_table(table, model, ctx.output_dir, batch_size=batch_size, device=ctx.device, progress=progress)
         evaluate = evaluate_vindr if name == "vindr" else evaluate_rsna
         metrics, predictions = evaluate(table, model, emb, prompts, config)
@@ -284,6 +302,72 @@ def run_zero_shot(ctx: Any, model: Any, config: ZeroShotConfig | None = None,
         result.predictions[name] = predictions
         result.embeddings[name] = emb
     return result
+
+
+def load_eval_model(ctx: Any) -> tuple[Any, str]:
+    """The model a notebook or CLI evaluates, and a one-line description of it.
+
+    ``checkpoint`` (+ ``text_encoder``) when the user gave one (a kit folder or a released ``.tar``); else the
+    classroom-trained model of this profile (:func:`mammoclip_kit.train.ensure_pretrained`, trained when missing).
+    The paper profile has no classroom model: it needs ``checkpoint``.
+    """
+    from mammoclip_kit.predict import load_model
+
+    checkpoint = ctx.params.get("checkpoint")
+    if checkpoint:
+        model = load_model(checkpoint, ctx.params.get("text_encoder"), ctx.device)
+        return model, f"{Path(checkpoint).name} (given checkpoint)"
+    if ctx.profile == "paper":
+        raise ValueError("the paper profile evaluates a released or trained checkpoint: pass checkpoint= "
+                         "(a kit folder, or b2-model-best-epoch-10.tar / b5-model-best-epoch-7.tar with text_encoder=)")
+    from mammoclip_kit.train import ensure_pretrained
+
+    folder = ensure_pretrained(ctx, "mammoclip")
+    return load_model(folder, None, ctx.device), f"kit {ctx.profile} model '{Path(folder).name}'"
+
+
+def retrieval_pairs(table: pd.DataFrame, folds: Sequence[int] | None = None,
+                    views: Sequence[str] = ("CC", "MLO")) -> pd.DataFrame:
+    """Image–report pairs for retrieval from ``reports_pretrain.csv`` (one per patient × laterality).
+
+    The image is the breast's first image of the first available view in ``views`` order (CC, then MLO); the text is
+    the breast's cleaned report (its ``text`` entries, FINDINGS then IMPRESSION, joined). ``folds`` keeps only those
+    folds (use the pretraining's validation fold so that the pairs were not seen in training). Breasts with no image
+    of the listed views are left out. Returns ``patient_id, laterality, view, png_path, text``.
+    """
+    _require_columns(table, ["patient_id", "laterality", "text"], "reports_pretrain.csv")
+    if folds is not None:
+        _require_columns(table, ["fold"], "reports_pretrain.csv")
+        table = table[table["fold"].astype(int).isin([int(f) for f in folds])]
+    rows = []
+    for _, row in table.iterrows():
+        for view in views:
+            images = row.get(view)
+            if isinstance(images, str):
+                images = [images]
+            if isinstance(images, list) and images:
+                texts = row["text"] if isinstance(row["text"], list) else [str(row["text"])]
+                rows.append({"patient_id": row["patient_id"], "laterality": row["laterality"], "view": view,
+                             "png_path": images[0], "text": " ".join(t for t in texts if t)})
+                break
+    return pd.DataFrame(rows, columns=["patient_id", "laterality", "view", "png_path", "text"])
+
+
+def evaluate_retrieval(pairs: pd.DataFrame, model: Any, root: str | Path, ks: Sequence[int] = (1, 5, 10),
+                       batch_size: int = 16, device: Any = None,
+                       progress: bool = True) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """Image→report and report→image Recall@k and ranks of :func:`retrieval_pairs` (identical reports merged).
+
+    Returns the metrics (``retrieval_*`` keys, fractions and ranks) and the image and text embeddings.
+    """
+    from mammoclip_kit.inference import embed_texts
+
+    if pairs.empty:
+        raise ValueError("evaluate_retrieval: no image-report pairs (check the fold and the view columns)")
+    image_emb = embed_table(pairs, model, root, batch_size=batch_size, device=device, progress=progress)
+    text_emb = embed_texts(pairs["text"].tolist(), model, device=device)
+    raw = M.retrieval_metrics(image_emb, text_emb, ks=ks, text_ids=pairs["text"].tolist())
+    return {f"retrieval_{k}": v for k, v in raw.items()}, image_emb, text_emb
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -301,20 +385,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from mammoclip_kit.context import make_context
-    from mammoclip_kit.predict import load_model
 
     ctx = make_context("zero_shot", profile=args.profile, data_root=args.data_root, output_dir=args.output_dir,
                        checkpoint=args.checkpoint, text_encoder=args.text_encoder, device=args.device)
-    if args.checkpoint:
-        model = load_model(args.checkpoint, args.text_encoder, ctx.device)
-    else:
-        from mammoclip_kit.train import ensure_pretrained
-
-        model = load_model(ensure_pretrained(ctx, "mammoclip"), None, ctx.device)
+    model, description = load_eval_model(ctx)
+    print(f"evaluating {description}")
     config = ZeroShotConfig.from_settings(ctx.section("zero_shot"), seed=ctx.seed, prompts=args.prompts,
                                           scoring=args.scoring, n_boot=args.n_boot)
     result = run_zero_shot(ctx, model, config, datasets=args.datasets)
     result.metrics["config"] = asdict(config)
+    result.metrics["model"] = description
     path = ctx.write_metrics(result.metrics)
     print(json.dumps({k: v for k, v in result.metrics.items() if k != "config"}, indent=2, default=str))
     print(f"metrics written to {ctx.relpath(path)}")

@@ -149,3 +149,25 @@ def test_missing_png_and_bad_config_are_named(tmp_path):
         zs.evaluate_vindr(pd.DataFrame({"patient_id": [1]}), _model(), torch.zeros(1, DIM), PROMPTS,
                           zs.ZeroShotConfig())
     assert not math.isnan(zs.ZeroShotConfig.from_settings({"n_boot": 5, "other": 1}).n_boot)
+
+
+def test_retrieval_pairs_and_evaluation(tmp_path):
+    table = pd.DataFrame({
+        "patient_id": ["1", "1", "2", "3"], "laterality": ["L", "R", "L", "R"],
+        "CC": [["png/a.png"], [], ["png/c.png"], ["png/d.png"]], "MLO": [["png/a2.png"], ["png/b.png"], [], []],
+        "text": [["no mass .", "birads 1 ."], ["no mass .", "birads 1 ."], ["mass in the upper quadrant ."], ["x"]],
+        "fold": [0, 0, 0, 1],
+    })
+    pairs = zs.retrieval_pairs(table, folds=[0])
+    assert list(pairs["png_path"]) == ["png/a.png", "png/b.png", "png/c.png"]  # CC first, MLO when no CC
+    assert list(pairs["view"]) == ["CC", "MLO", "CC"]
+    assert pairs["text"][0] == "no mass . birads 1 ."
+    rng = np.random.default_rng(0)
+    for path in pairs["png_path"]:
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / path), rng.integers(0, 255, (32, 16)).astype(np.uint8))
+    out, image_emb, text_emb = zs.evaluate_retrieval(pairs, TinyClip(), tmp_path, ks=(1, 2), progress=False)
+    assert out["retrieval_n_texts"] == 2.0 and out["retrieval_n_images"] == 3.0  # the two identical reports merge
+    assert out["retrieval_image_to_text_R@2"] == 1.0  # only two distinct texts
+    expected = metrics.retrieval_metrics(image_emb, text_emb, ks=(1, 2), text_ids=pairs["text"].tolist())
+    assert out["retrieval_text_to_image_mean_rank"] == expected["text_to_image_mean_rank"]
