@@ -124,7 +124,7 @@ class DicomImage:
         return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
 
     def modality(self) -> np.ndarray:
-        """Stored values through the modality LUT (float64): rescale slope/intercept or the Modality LUT Sequence."""
+        """Stored values through the modality LUT (float32): rescale slope/intercept or the Modality LUT Sequence."""
         return modality_values(self.pixels, self.header)
 
     def voi_source(self, prefer_lut: bool = True) -> str:
@@ -137,7 +137,7 @@ class DicomImage:
 
     def display(self, window: tuple[float, float] | None = None, *, index: int = 0, function: str | None = None,
                 prefer_lut: bool = True, invert_monochrome1: bool = True,
-                auto_percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+                auto_percentiles: tuple[float, float] = (0.5, 99.5), values: np.ndarray | None = None) -> np.ndarray:
         """The image a viewer shows, float32 in [0, 1], bright = dense (MONOCHROME1 inverted).
 
         Args:
@@ -148,8 +148,10 @@ class DicomImage:
             prefer_lut: use a VOI LUT Sequence before windows when both exist (as pydicom and most viewers do).
             invert_monochrome1: invert MONOCHROME1 images so that high values are always bright.
             auto_percentiles: percentiles of the modality values used as the window when the header has none.
+            values: modality values to display instead of the whole image's (e.g. a resized crop of them); the auto
+                window is then computed on them too.
         """
-        values = self.modality()
+        values = self.modality() if values is None else values
         fn = (function or self.meta.get("voi_lut_function") or "LINEAR").upper()
         if window is not None:
             out = window_image(values, window[0], window[1], fn)
@@ -271,8 +273,9 @@ def _lut_header(ds: Any) -> Any:
 
     header = Dataset()
     for keyword in _LUT_KEYWORDS:
-        if keyword in ds:
-            setattr(header, keyword, ds.data_element(keyword).value)
+        element = ds.data_element(keyword) if keyword in ds else None
+        if element is not None:
+            header.add(element)
     return header
 
 
@@ -297,14 +300,13 @@ def read_dicom(path: str | os.PathLike) -> DicomImage:
         raise DicomError(path, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)") from None
     except Exception as exc:  # truncated headers surface as EOFError, struct.error, ValueError, ...
         raise DicomError(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from None
-    secrets = _phi_values(ds)
     try:
         return _decode(path, ds)
     except DicomError as exc:
-        raise type(exc)(path, _scrub(exc.reason, secrets)) from None
+        raise type(exc)(path, _scrub(exc.reason, _phi_values(ds))) from None
     except Exception as exc:
         reason = f"pixel data could not be decoded ({type(exc).__name__}: {exc})"
-        raise DicomError(path, _scrub(reason, secrets)) from None
+        raise DicomError(path, _scrub(reason, _phi_values(ds))) from None
 
 
 def _decode(path: Path, ds: Any) -> DicomImage:
@@ -335,14 +337,17 @@ def _decode(path: Path, ds: Any) -> DicomImage:
 
 
 def modality_values(pixels: np.ndarray, header: Any = None) -> np.ndarray:
-    """Apply the modality LUT: the Modality LUT Sequence if present, else ``x · slope + intercept`` (float64)."""
+    """Apply the modality LUT: the Modality LUT Sequence if present, else ``x · slope + intercept``.
+
+    Returns float32 (exact for stored values up to 24 bits, and half the memory of float64 on full-size mammograms).
+    """
     if header is not None and "ModalityLUTSequence" in header:
         from pydicom.pixels import apply_modality_lut
 
-        return np.asarray(apply_modality_lut(pixels, header), dtype=np.float64)
+        return np.asarray(apply_modality_lut(pixels, header), dtype=np.float32)
     slope = float(header.get("RescaleSlope", 1.0) or 1.0) if header is not None else 1.0
     intercept = float(header.get("RescaleIntercept", 0.0) or 0.0) if header is not None else 0.0
-    values = pixels.astype(np.float64)
+    values = pixels.astype(np.float32)
     if slope != 1.0:
         values *= slope
     if intercept != 0.0:
@@ -351,7 +356,7 @@ def modality_values(pixels: np.ndarray, header: Any = None) -> np.ndarray:
 
 
 def window_image(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
-    """VOI window of PS3.3 C.11.2.1.2 mapped onto [0, 1] (float64).
+    """VOI window of PS3.3 C.11.2.1.2 mapped onto [0, 1] (float32 in → float32 out, else float64).
 
     ``LINEAR``: ``((x − (c − 0.5)) / (w − 1) + 0.5)`` clipped, with ``x ≤ c − 0.5 − (w − 1)/2`` → 0 and
     ``x > c − 0.5 + (w − 1)/2`` → 1 (w ≤ 1 is a step at ``c − 0.5``). ``LINEAR_EXACT``: ``(x − c)/w + 0.5`` clipped.
@@ -360,12 +365,14 @@ def window_image(values: np.ndarray, center: float, width: float, function: str 
     function = (function or "LINEAR").upper()
     if function not in _WINDOW_FUNCTIONS:
         raise ValueError(f"VOI LUT Function {function!r} is not one of {', '.join(_WINDOW_FUNCTIONS)}")
-    x = np.asarray(values, dtype=np.float64)
+    x = np.asarray(values)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
     center, width = float(center), float(width)
     if function == "SIGMOID":
         if width <= 0:
             raise ValueError(f"SIGMOID window width must be > 0, got {width}")
-        return 1.0 / (1.0 + np.exp(np.clip(-4.0 * (x - center) / width, -700, 700)))
+        return 1.0 / (1.0 + np.exp(np.clip(-4.0 * (x - center) / width, -80, 80)))
     if function == "LINEAR_EXACT":
         if width <= 0:
             raise ValueError(f"LINEAR_EXACT window width must be > 0, got {width}")
@@ -373,7 +380,7 @@ def window_image(values: np.ndarray, center: float, width: float, function: str 
     if width < 1:
         raise ValueError(f"LINEAR window width must be >= 1, got {width}")
     if width == 1:
-        return (x > center - 0.5).astype(np.float64)
+        return (x > center - 0.5).astype(x.dtype)
     return np.clip((x - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
 
 
