@@ -45,6 +45,7 @@ __all__ = [
     "evaluate_vindr",
     "evaluate_retrieval",
     "load_prompt_sets",
+    "project_2d",
     "retrieval_pairs",
     "run_zero_shot",
 ]
@@ -368,6 +369,27 @@ def evaluate_retrieval(pairs: pd.DataFrame, model: Any, root: str | Path, ks: Se
     text_emb = embed_texts(pairs["text"].tolist(), model, device=device)
     raw = M.retrieval_metrics(image_emb, text_emb, ks=ks, text_ids=pairs["text"].tolist())
     return {f"retrieval_{k}": v for k, v in raw.items()}, image_emb, text_emb
+
+
+def project_2d(*embeddings: Any) -> list[np.ndarray]:
+    """Joint 2-D PCA of several embedding sets (e.g. images and prompts) → one ``(n_i, 2)`` array per set.
+
+    The axes are fitted on all rows together, so distances between the sets are comparable (a CLIP model's images and
+    texts usually occupy separate regions: the "modality gap"). Rows are L2-normalised first; the sign of each axis is
+    fixed (largest loading positive) so the figure is the same on every run.
+    """
+    arrays = [(e.detach().double().cpu().numpy() if isinstance(e, torch.Tensor) else np.asarray(e, dtype=np.float64))
+              for e in embeddings]
+    if not arrays or any(a.ndim != 2 for a in arrays) or len({a.shape[1] for a in arrays}) != 1:
+        raise ValueError(f"project_2d: expected 2-D arrays of one width, got {[a.shape for a in arrays]}")
+    stacked = np.concatenate([a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12) for a in arrays])
+    centred = stacked - stacked.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    axes = vt[:2]
+    axes = axes * np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(1)])[:, None]
+    coords = centred @ axes.T
+    splits = np.cumsum([len(a) for a in arrays])[:-1]
+    return np.split(coords, splits)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

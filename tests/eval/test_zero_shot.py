@@ -171,3 +171,19 @@ def test_retrieval_pairs_and_evaluation(tmp_path):
     assert out["retrieval_image_to_text_R@2"] == 1.0  # only two distinct texts
     expected = metrics.retrieval_metrics(image_emb, text_emb, ks=(1, 2), text_ids=pairs["text"].tolist())
     assert out["retrieval_text_to_image_mean_rank"] == expected["text_to_image_mean_rank"]
+
+
+def test_project_2d_is_joint_pca():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 4)), rng.normal(size=(3, 4))
+    pa, pb = zs.project_2d(a, b)
+    assert pa.shape == (5, 2) and pb.shape == (3, 2)
+    # the two axes are the top principal components of the normalised, centred union
+    stacked = np.concatenate([a / np.linalg.norm(a, axis=1, keepdims=True), b / np.linalg.norm(b, axis=1, keepdims=True)])
+    coords = np.concatenate([pa, pb])
+    np.testing.assert_allclose(coords.mean(0), 0, atol=1e-12)
+    variance = np.var(coords, axis=0) * len(coords)
+    singular = np.linalg.svd(stacked - stacked.mean(0), compute_uv=False)
+    np.testing.assert_allclose(variance, singular[:2] ** 2, rtol=1e-10)
+    with pytest.raises(ValueError, match="one width"):
+        zs.project_2d(a, rng.normal(size=(2, 3)))
