@@ -51,14 +51,16 @@ _HEADER_RE = re.compile(
 def extract_sections(text: str | None) -> dict[str, str]:
     """Split free text with ``HEADER:`` markers into ``{canonical section: body}``.
 
-    Headers are matched case-insensitively at the start of the text or after whitespace / a period and must be
-    followed by a colon. Text before the first header goes to ``"PREAMBLE"`` (omitted when empty). A section that
+    A header is followed by a colon and is either written in capitals (``FINDINGS:``, anywhere after white space or a
+    period) or starts a line (``Findings:`` in any case), so that "no significant findings: ..." inside a sentence is
+    not mistaken for a header. Text before the first header goes to ``"PREAMBLE"`` (omitted when empty). A section that
     appears twice is concatenated. Returns ``{}`` for empty input.
     """
     if not text or not isinstance(text, str):
         return {}
     sections: dict[str, str] = {}
-    matches = list(_HEADER_RE.finditer(text))
+    matches = [m for m in _HEADER_RE.finditer(text)
+               if m.group(1).isupper() or not text[text.rfind("\n", 0, m.start()) + 1:m.start()].strip()]
     preamble = text[: matches[0].start()] if matches else text
     if preamble.strip():
         sections["PREAMBLE"] = preamble.strip()

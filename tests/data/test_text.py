@@ -24,8 +24,10 @@ def test_extract_sections_finds_headers_and_aliases():
     assert list(sections) == ["HISTORY", "FINDINGS", "IMPRESSION"]
     assert sections["HISTORY"] == "Screening, asymptomatic."
     assert sections["FINDINGS"].startswith("The breasts are") and sections["FINDINGS"].endswith("is seen.")
-    assert T.extract_sections("Intro text. ASSESMENT: b2. Recomendation: annual.") == {
+    assert T.extract_sections("Intro text. ASSESMENT: b2. RECOMENDATION: annual.") == {
         "PREAMBLE": "Intro text.", "ASSESSMENT": "b2.", "RECOMMENDATION": "annual."}
+    assert T.extract_sections("Findings: no significant findings: stable.\nImpression: benign.") == {
+        "FINDINGS": "no significant findings: stable.", "IMPRESSION": "benign."}
     assert T.extract_sections(None) == {}
 
 
