@@ -1,0 +1,162 @@
+"""Pretraining configuration: one dataclass, YAML presets in ``configs/pretrain/`` and the ablation variants.
+
+A preset YAML holds :class:`PretrainConfig` fields; dotted ``key=value`` overrides (CLI, profile section, notebook
+parameters) are applied on top, then a *variant* sets the loss and the data sources:
+
+=================== ====== ====================================================================
+variant             loss   data
+=================== ====== ====================================================================
+``mammoclip``       mvs    image–report pairs
+``clip``            clip   image–report pairs, one view and one text per breast (paper's CLIP)
+``mammoclip_vindr`` mvs    image–report pairs + VinDr image-label rows (training split)
+=================== ====== ====================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["PretrainConfig", "VARIANTS", "load_config", "apply_overrides", "config_hash"]
+
+#: variant name -> field overrides (loss and data sources)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "mammoclip": {"loss": "mvs", "sources": ["reports"]},
+    "clip": {"loss": "clip", "sources": ["reports"]},
+    "mammoclip_vindr": {"loss": "mvs", "sources": ["reports", "vindr"]},
+}
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that determines a pretraining run (recorded next to the checkpoint and compared on reload)."""
+
+    # model
+    model: str = "classroom"                      # create_model preset: smoke | classroom | paper-b2 | paper-b5
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # extra create_model keyword arguments
+    text_encoder: str | None = None               # None = preset's; "small-bert" = WordPiece BERT built on the reports;
+    #                                               "minilm" = packaged all-MiniLM-L6-v2; else a hub id / local folder
+    small_bert: dict[str, Any] = field(default_factory=dict)  # build_small_bert keyword arguments
+    image_size: list[int] | None = None           # [H, W]; None = the model's image size
+    # objective and data
+    loss: str = "mvs"                             # mvs | clip
+    label_smoothing: float = 0.0                  # on image–text terms
+    local_loss: bool = True                       # local rows vs gathered columns (the reference)
+    sources: list[str] = field(default_factory=lambda: ["reports"])  # reports and/or vindr
+    val_fold: int = 0                             # reports rows with this fold validate; VinDr uses split == test
+    max_train_rows: int | None = None             # cap on breasts per source (smoke)
+    augment: bool = True                          # the paper's image augmentation in training
+    cache_images: bool = True                     # keep decoded (resized) PNGs in memory
+    # optimisation (spec §3.9)
+    epochs: int = 10
+    max_steps: int | None = None                  # cap on optimizer steps (also shortens the schedule)
+    batch_size: int = 8
+    accum_steps: int = 1                          # gradient accumulation (negatives stay per micro-batch)
+    num_workers: int = 0
+    lr: float = 5e-5
+    weight_decay: float = 1e-4
+    no_decay_norm_bias: bool = False              # AdamW without decay on norms, biases and logit_scale
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "warmup_cos2"                 # warmup_cos2 | cosine | constant
+    warmup_epochs: float = 1.0                    # warm-up length in epochs
+    clip_grad_norm: float | None = None
+    max_logit_scale: float | None = None          # clamp exp(logit_scale) after each step (None = no clamp)
+    # speed
+    amp: str = "auto"                             # auto (bf16 on CUDA if supported) | bf16 | fp16 | none; CPU = fp32
+    grad_checkpointing: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    # checkpoints, logs, monitoring
+    seed: int = 0
+    save_every_steps: int = 0                     # periodic training-state checkpoint (0 = end of epochs only)
+    log_every_steps: int = 1
+    tensorboard: bool = True
+    monitor_every_epochs: int = 1                 # zero-shot / retrieval on held-out data (0 = only at the end)
+    monitor_max_images: int | None = 400          # cap on held-out images embedded per evaluation
+    zero_shot_task: str = "mass"                  # held-out zero-shot task (VinDr test split, PROMPTS[task])
+    recall_k: list[int] = field(default_factory=lambda: [1, 5, 10])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> PretrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown pretrain field(s) {unknown}; known fields: {sorted(known)}")
+        cfg = cls(**values)
+        cfg.validate(where)
+        return cfg
+
+    def validate(self, where: str = "config") -> None:
+        if self.loss not in {"mvs", "clip"}:
+            raise ValueError(f"{where}: loss must be 'mvs' or 'clip', got {self.loss!r}")
+        bad = sorted(set(self.sources) - {"reports", "vindr"})
+        if bad or not self.sources:
+            raise ValueError(f"{where}: sources must be a non-empty subset of [reports, vindr], got {self.sources}")
+        if self.amp not in {"auto", "bf16", "fp16", "none"}:
+            raise ValueError(f"{where}: amp must be auto, bf16, fp16 or none, got {self.amp!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"{where}: batch_size must be >= 2 for a contrastive loss, got {self.batch_size}")
+        if self.image_size is not None and len(self.image_size) != 2:
+            raise ValueError(f"{where}: image_size must be [height, width], got {self.image_size}")
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def apply_overrides(values: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    """Apply ``{"a.b": v}`` or ``["a.b=v", ...]`` overrides (values parsed as YAML) to a nested dict copy."""
+    out = json.loads(json.dumps(values))
+    if not overrides:
+        return out
+    items = overrides.items() if isinstance(overrides, dict) else []
+    if isinstance(overrides, list):
+        parsed = []
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"override {item!r}: expected key=value")
+            key, value = item.split("=", 1)
+            parsed.append((key.strip(), _parse_value(value)))
+        items = parsed
+    for key, value in items:
+        target = out
+        parts = str(key).split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None,
+                variant: str | None = None) -> PretrainConfig:
+    """Read a preset YAML (or the defaults), apply the variant, then ``overrides``."""
+    values: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such pretraining config")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of PretrainConfig fields")
+        where = str(path)
+    values.pop("variants", None)
+    if variant is not None:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown pretraining variant {variant!r}: expected one of {sorted(VARIANTS)}")
+        values.update(VARIANTS[variant])
+    return PretrainConfig.from_dict(apply_overrides(values, overrides), where=where)
+
+
+def config_hash(values: dict[str, Any]) -> str:
+    """Stable short hash of a JSON-able dict (used to decide whether a checkpoint matches the request)."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,469 @@
+"""The pretraining loop: AdamW, per-iteration schedule, AMP, accumulation, clipping, DDP, exact resume, logs.
+
+:func:`train` runs one pretraining job into ``out_dir``:
+
+* ``out_dir/model.safetensors`` + ``config.json`` — the best-by-validation-loss model (kit format, what
+  :func:`mammoclip_kit.train.ensure_pretrained` returns and later notebooks load);
+* ``out_dir/train/last.pt`` — the full training state (periodic and at each epoch end, written atomically);
+* ``out_dir/train/log.csv`` (per optimizer step), ``val.csv`` (per epoch), ``tb/`` (TensorBoard);
+* ``out_dir/metrics.json`` — wall time, final train / validation loss, held-out zero-shot AUC and retrieval.
+
+Resume is exact on CPU: the data order comes from ``DistributedSampler`` (seed, epoch), each sample's random choices
+from its own seeded generator (see :mod:`mammoclip_kit.data.datasets`), and the checkpoint restores the model,
+optimizer, scheduler, grad scaler, every RNG state and the position inside the epoch, so the resumed loss curve equals
+the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from mammoclip_kit.data.datasets import PairCollate
+from mammoclip_kit.losses import LossConfig, create_loss
+from mammoclip_kit.train.checkpoint import load_state, save_state
+from mammoclip_kit.train.config import PretrainConfig
+from mammoclip_kit.train.distributed import DistInfo, all_reduce_mean, barrier
+from mammoclip_kit.train.schedule import create_scheduler
+
+__all__ = ["ContrastiveModule", "TrainResult", "train", "build_optimizer", "autocast_context", "SkipSampler"]
+
+LOSS_TERMS = ("loss", "i2t", "t2i", "i2i", "t2t")
+
+
+class ContrastiveModule(nn.Module):
+    """Wraps a MammoClip-like model so that DDP sees one ``forward``: images and tokens → normalised embeddings.
+
+    The wrapped model needs ``encode_image(x)``, ``encode_text(tokens)`` and a ``logit_scale`` parameter holding the
+    log of the scale. With ``two_views`` the second image batch and the second texts are encoded too (separately, as
+    the reference does, so that batch-norm statistics are per view batch).
+    """
+
+    def __init__(self, model: nn.Module, two_views: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.two_views = two_views
+
+    def forward(self, image: torch.Tensor, tokens: dict[str, torch.Tensor], image2: torch.Tensor | None = None,
+                tokens2: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        out = {"image": F.normalize(self.model.encode_image(image), dim=-1),
+               "text": F.normalize(self.model.encode_text(tokens), dim=-1),
+               "logit_scale": self.model.logit_scale.exp()}
+        if self.two_views:
+            out["image2"] = F.normalize(self.model.encode_image(image2), dim=-1)
+            out["text2"] = F.normalize(self.model.encode_text(tokens2), dim=-1)
+        return out
+
+
+def compute_loss(loss_fn: nn.Module, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Apply a :class:`ClipLoss` (image, text) or :class:`MultiViewClipLoss` (two of each) to the module output."""
+    if "image2" in feats:
+        return loss_fn(feats["image"], feats["image2"], feats["text"], feats["text2"], feats["logit_scale"])
+    return loss_fn(feats["image"], feats["text"], feats["logit_scale"])
+
+
+class SkipSampler(Sampler[int]):
+    """Yield the indices of ``base`` after dropping the first ``skip`` (resume inside an epoch)."""
+
+    def __init__(self, base: Sampler[int], skip: int = 0) -> None:
+        self.base, self.skip = base, int(skip)
+
+    def __iter__(self) -> Iterator[int]:
+        for i, index in enumerate(self.base):
+            if i >= self.skip:
+                yield index
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)  # type: ignore[arg-type]
+
+
+def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
+    """AdamW (lr, weight decay, betas of ``cfg``); with ``no_decay_norm_bias`` 1-D parameters get no decay."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if cfg.no_decay_norm_bias and (param.ndim <= 1 or name.endswith("logit_scale")):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def amp_dtype(cfg_amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: None (fp32) on CPU/MPS or with ``amp: none``; ``auto`` = bf16 if the GPU supports it."""
+    if device.type != "cuda" or cfg_amp == "none":
+        return None
+    if cfg_amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg_amp]
+
+
+def autocast_context(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+    out = {}
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for key in ("image", "image2"):
+        out[key] = batch[key].to(device, non_blocking=True).contiguous(memory_format=fmt)
+    for key in ("tokens", "tokens2"):
+        if key in batch:
+            out[key] = {k: v.to(device, non_blocking=True) for k, v in batch[key].items()}
+    return out
+
+
+class _Logs:
+    """CSV (+ optional TensorBoard) logs that survive a resume: rows past the resumed step are dropped."""
+
+    def __init__(self, folder: Path, resume_step: int, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self.paths = {"train": folder / "log.csv", "val": folder / "val.csv"}
+        self.writer = None
+        if not enabled:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in self.paths.values():
+            if path.exists():
+                with open(path, newline="") as handle:
+                    rows = [r for r in csv.DictReader(handle) if int(float(r["step"])) <= resume_step]
+                self._rewrite(path, rows)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(folder / "tb"), purge_step=resume_step + 1)
+            except ImportError:  # pragma: no cover - tensorboard is a declared dependency
+                self.writer = None
+
+    @staticmethod
+    def _rewrite(path: Path, rows: list[dict[str, Any]]) -> None:
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=keys)
+            if keys:
+                writer.writeheader()
+                writer.writerows(rows)
+
+    def write(self, kind: str, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        path = self.paths[kind]
+        rows = []
+        if path.exists() and path.stat().st_size:
+            with open(path, newline="") as handle:
+                reader = csv.DictReader(handle)
+                header = list(reader.fieldnames or [])
+            if set(row) <= set(header):
+                with open(path, "a", newline="") as handle:
+                    csv.DictWriter(handle, fieldnames=header).writerow(row)
+                self._tb(kind, row)
+                return
+            with open(path, newline="") as handle:
+                rows = list(csv.DictReader(handle))
+        self._rewrite(path, rows + [row])
+        self._tb(kind, row)
+
+    def _tb(self, kind: str, row: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key not in {"step", "epoch"} and isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(f"{kind}/{key}", value, int(row["step"]))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or deliberately interrupted) run reports."""
+
+    out_dir: Path
+    steps: int
+    epochs: int
+    interrupted: bool
+    wall_time_s: float
+    train_losses: list[float] = field(default_factory=list)  # per optimizer step, this session only
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def validate(module: nn.Module, loss_fn: nn.Module, loaders: dict[str, DataLoader], tokenize: Any,
+             device: torch.device, dtype: torch.dtype | None, channels_last: bool) -> dict[str, float]:
+    """Mean validation loss per source (batches of one sample are skipped) and their average ``val_loss``."""
+    was_training = module.training
+    module.eval()
+    out: dict[str, float] = {}
+    try:
+        for name, loader in loaders.items():
+            total, count = 0.0, 0
+            for batch in loader:
+                n = batch["image"].shape[0]
+                if n < 2:
+                    continue
+                batch.update(_tokens(batch, tokenize, module))
+                inputs = _to_device(batch, device, channels_last)
+                with autocast_context(dtype, device):
+                    feats = module(inputs["image"], inputs["tokens"], inputs.get("image2"), inputs.get("tokens2"))
+                total += float(compute_loss(loss_fn, feats)["loss"]) * n
+                count += n
+            value = total / max(count, 1) if count else float("nan")
+            out[f"val_loss_{name}"] = all_reduce_mean(value, device if device.type == "cuda" else None)
+        losses = [v for v in out.values() if math.isfinite(v)]
+        out["val_loss"] = sum(losses) / len(losses) if losses else float("nan")
+        return out
+    finally:
+        module.train(was_training)
+
+
+def _tokens(batch: dict[str, Any], tokenize: Any, module: nn.Module) -> dict[str, Any]:
+    out = {}
+    if "tokens" not in batch:
+        out["tokens"] = dict(tokenize(batch["text"]))
+    if "tokens2" not in batch and getattr(module, "two_views", True):
+        out["tokens2"] = dict(tokenize(batch["text2"]))
+    return out
+
+
+def _loader(dataset: Dataset, sampler: Sampler | None, cfg: PretrainConfig, drop_last: bool,
+            device: torch.device, epoch: int = 0) -> DataLoader:
+    # The loader's own generator: creating an iterator must not consume the global torch RNG (exact resume).
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, shuffle=False, drop_last=drop_last,
+                      num_workers=cfg.num_workers, collate_fn=PairCollate(), pin_memory=device.type == "cuda",
+                      persistent_workers=False, generator=generator)
+
+
+def train(cfg: PretrainConfig, model: nn.Module, train_data: Dataset, val_data: dict[str, Dataset], out_dir: Path,
+          *, device: torch.device | None = None, dist_info: DistInfo | None = None, monitor: Any = None,
+          resume: bool = True, stop_at_step: int | None = None, progress: bool = True,
+          extra_metrics: dict[str, Any] | None = None) -> TrainResult:
+    """Pretrain ``model`` on ``train_data`` (see the module docstring for what lands in ``out_dir``).
+
+    Args:
+        cfg: the run's :class:`PretrainConfig` (loss, optimisation, speed and logging options).
+        model: a MammoClip-like model (``encode_image``, ``encode_text``, ``tokenize``, ``logit_scale``,
+            ``save_pretrained``); moved to ``device``.
+        train_data / val_data: datasets yielding the samples of :mod:`mammoclip_kit.data.datasets`.
+        monitor: optional callable ``monitor(model, device, channels_last) -> dict`` of held-out metrics.
+        resume: continue from ``out_dir/train/last.pt`` when it exists.
+        stop_at_step: save the training state after this optimizer step and return (simulates an interruption).
+        extra_metrics: merged into ``metrics.json`` (e.g. the time spent building the datasets).
+    """
+    dist_info = dist_info or DistInfo(device=device or torch.device("cpu"))
+    device = device or dist_info.device or torch.device("cpu")
+    out_dir = Path(out_dir)
+    state_path = out_dir / "train" / "last.pt"
+    main = dist_info.is_main
+    dtype = amp_dtype(cfg.amp, device)
+
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if cfg.grad_checkpointing:
+        encoder = getattr(model, "image_encoder", None)
+        if encoder is None or not hasattr(encoder, "set_grad_checkpointing"):
+            raise ValueError("grad_checkpointing: the model's image_encoder has no set_grad_checkpointing()")
+        encoder.set_grad_checkpointing(True)
+    module = ContrastiveModule(model, two_views=cfg.loss == "mvs")
+    loss_fn = create_loss(LossConfig(name=cfg.loss, local_loss=cfg.local_loss, label_smoothing=cfg.label_smoothing))
+    optimizer = build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    sampler = DistributedSampler(train_data, num_replicas=dist_info.world_size, rank=dist_info.rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=True)
+    batches_per_epoch = len(sampler) // cfg.batch_size
+    steps_per_epoch = batches_per_epoch // cfg.accum_steps
+    if steps_per_epoch < 1:
+        raise ValueError(f"{len(train_data)} training samples give no full step of batch_size={cfg.batch_size} × "
+                         f"accum_steps={cfg.accum_steps} × {dist_info.world_size} rank(s); lower the batch size")
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, int(cfg.max_steps))
+    n_epochs = math.ceil(total_steps / steps_per_epoch)
+    warmup = min(total_steps, round(cfg.warmup_epochs * steps_per_epoch))
+    scheduler = create_scheduler(optimizer, cfg.schedule, warmup, total_steps)
+
+    start_epoch, step, skip_batches = 0, 0, 0
+    best = {"val_loss": float("inf")}
+    history: dict[str, Any] = {}
+    if resume and state_path.exists():
+        counters = load_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                              map_location=device)
+        start_epoch, step, skip_batches = counters["epoch"], counters["step"], counters["batch_in_epoch"]
+        best = counters["extra"].get("best", best)
+        history = counters["extra"].get("history", {})
+    elif main:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+
+    run_module: nn.Module = module
+    if dist_info.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+        run_module = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        run_module = torch.compile(run_module)
+
+    tokenize = model.tokenize
+    logs = _Logs(out_dir / "train", step, enabled=main, tensorboard=cfg.tensorboard)
+    val_loaders = {name: _loader(ds, DistributedSampler(ds, dist_info.world_size, dist_info.rank, shuffle=False)
+                                 if dist_info.distributed else None, cfg, False, device)
+                   for name, ds in val_data.items()}
+    elapsed_before = float(history.get("wall_time_s", 0.0))
+    started = time.perf_counter()
+    losses: list[float] = []
+    interrupted = False
+    max_scale = math.log(cfg.max_logit_scale) if cfg.max_logit_scale else None
+
+    def save(epoch: int, batch_in_epoch: int) -> None:
+        if main:
+            history["wall_time_s"] = elapsed_before + time.perf_counter() - started
+            save_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch,
+                       step=step, batch_in_epoch=batch_in_epoch, extra={"best": best, "history": history})
+        barrier()
+
+    module.train()
+    epoch = start_epoch
+    for epoch in range(start_epoch, n_epochs):
+        if step >= total_steps:
+            break
+        sampler.set_epoch(epoch)
+        if hasattr(train_data, "set_epoch"):
+            train_data.set_epoch(epoch)
+        skip = skip_batches if epoch == start_epoch else 0
+        loader = _loader(train_data, SkipSampler(sampler, skip * cfg.batch_size), cfg, True, device, epoch)
+        last_batch = steps_per_epoch * cfg.accum_steps
+        bar = None
+        if progress and main:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=last_batch, initial=skip, desc=f"epoch {epoch + 1}/{n_epochs}", leave=False)
+        optimizer.zero_grad(set_to_none=True)
+        running: dict[str, float] = {}
+        batch_index = skip
+        for batch in loader:
+            if batch_index >= last_batch or step >= total_steps:
+                break
+            micro = batch_index % cfg.accum_steps
+            final_micro = micro == cfg.accum_steps - 1
+            batch.update(_tokens(batch, tokenize, module))
+            inputs = _to_device(batch, device, cfg.channels_last)
+            sync = contextlib.nullcontext() if final_micro or not dist_info.distributed else run_module.no_sync()
+            with sync:
+                with autocast_context(dtype, device):
+                    feats = run_module(inputs["image"], inputs["tokens"], inputs.get("image2"), inputs.get("tokens2"))
+                    terms = compute_loss(loss_fn, feats)
+                scaler.scale(terms["loss"] / cfg.accum_steps).backward()
+            for key, value in terms.items():
+                running[key] = running.get(key, 0.0) + float(value.detach()) / cfg.accum_steps
+            batch_index += 1
+            if bar is not None:
+                bar.update(1)
+            if not final_micro:
+                continue
+            if cfg.clip_grad_norm:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            if max_scale is not None:
+                with torch.no_grad():
+                    model.logit_scale.clamp_(max=max_scale)
+            step += 1
+            losses.append(running["loss"])
+            if main and (step % max(1, cfg.log_every_steps) == 0 or step == total_steps):
+                row = {"step": step, "epoch": epoch + batch_index / last_batch, "lr": lr,
+                       "logit_scale": float(model.logit_scale.detach().exp())}
+                row.update({k: running.get(k, float("nan")) for k in LOSS_TERMS if k in running})
+                logs.write("train", row)
+            if bar is not None:
+                bar.set_postfix(loss=f"{running['loss']:.3f}")
+            running = {}
+            if stop_at_step is not None and step >= stop_at_step:
+                save(epoch, batch_index)
+                interrupted = True
+                break
+            if cfg.save_every_steps and step % cfg.save_every_steps == 0 and batch_index < last_batch:
+                save(epoch, batch_index)
+        if bar is not None:
+            bar.close()
+        if interrupted:
+            break
+        _end_of_epoch(cfg, module, model, loss_fn, val_loaders, tokenize, device, dtype, monitor, logs, best,
+                      history, epoch, step, n_epochs, total_steps, out_dir, main)
+        save(epoch + 1, 0)
+    logs.close()
+    wall = elapsed_before + time.perf_counter() - started
+    metrics: dict[str, Any] = {}
+    if not interrupted and main:
+        metrics = {"wall_time_s": wall, "steps": step, "epochs": n_epochs, "steps_per_epoch": steps_per_epoch,
+                   "train_samples": len(train_data), "batch_size": cfg.batch_size,
+                   "world_size": dist_info.world_size, "final_train_loss": history.get("final_train_loss"),
+                   "final_val_loss": history.get("final_val_loss"), "best": best, "final": history.get("final", {})}
+        metrics.update(extra_metrics or {})
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=_json_default))
+    barrier()
+    return TrainResult(out_dir=out_dir, steps=step, epochs=epoch + 1, interrupted=interrupted, wall_time_s=wall,
+                       train_losses=losses, metrics=metrics)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _end_of_epoch(cfg: PretrainConfig, module: ContrastiveModule, model: nn.Module, loss_fn: nn.Module,
+                  val_loaders: dict[str, DataLoader], tokenize: Any, device: torch.device, dtype: torch.dtype | None,
+                  monitor: Any, logs: _Logs, best: dict[str, Any], history: dict[str, Any], epoch: int, step: int,
+                  n_epochs: int, total_steps: int, out_dir: Path, main: bool) -> None:
+    """Validation loss, held-out metrics, best-model save and the per-epoch log row."""
+    row: dict[str, Any] = {"step": step, "epoch": epoch + 1}
+    row.update(validate(module, loss_fn, val_loaders, tokenize, device, dtype, cfg.channels_last))
+    last = epoch + 1 == n_epochs or step >= total_steps
+    improved = not math.isfinite(row["val_loss"]) or not row["val_loss"] >= best["val_loss"]
+    every = cfg.monitor_every_epochs
+    if main and monitor is not None and (last or improved or (every and (epoch + 1) % every == 0)):
+        was_training = model.training
+        model.eval()
+        try:
+            row.update(monitor(model, device, cfg.channels_last))
+        finally:
+            model.train(was_training)
+    train_rows = _read_rows(logs.paths["train"]) if main else []
+    epoch_losses = [float(r["loss"]) for r in train_rows if epoch < float(r["epoch"]) <= epoch + 1]
+    row["train_loss"] = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
+    if main:
+        logs.write("val", row)
+        if improved:
+            best.clear()
+            best.update({k: v for k, v in row.items() if isinstance(v, (int, float))})
+            model.save_pretrained(out_dir)
+        history["final_train_loss"] = row["train_loss"]
+        history["final_val_loss"] = row["val_loss"]
+        history["final"] = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
