@@ -328,3 +328,65 @@ def test_benchmark_reports_both_modes(tmp_path, capsys):
     rates = benchmark(["--n", "2", "--source", str(tmp_path / "b"), "--height", "80", "--width", "48"])
     assert set(rates) == {"paper", "voi"} and all(r > 0 for r in rates.values())
     assert "images/s per core" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# On the kit's own synthetic cohort (a tiny one: two patients per dataset part)
+
+TINY = {"preset": "smoke", "seed": 0, "n_patients": {"vindr": 2, "rsna": 2, "reports": 2}}
+
+
+@pytest.fixture(scope="module")
+def tiny_cohort(tmp_path_factory) -> Path:
+    from mammoclip_kit.data.synthetic import make_cohort
+
+    root = tmp_path_factory.mktemp("cohort")
+    make_cohort(root, preset=TINY["preset"], seed=TINY["seed"], workers=1, progress=False,
+                n_patients=TINY["n_patients"])
+    return root
+
+
+def _cohort_files(root: Path) -> list[Path]:
+    return sorted(p for pattern in ("vindr/images/*/*.dicom", "rsna/train_images/*/*.dcm", "reports/images/*/*.dcm")
+                  for p in root.glob(pattern))
+
+
+def test_every_cohort_file_decodes_and_paper_mode_matches_reference(tiny_cohort, tmp_path):
+    files = _cohort_files(tiny_cohort)
+    assert len(files) == 24
+    syntaxes = set()
+    for src in files:
+        image = read_dicom(src)
+        syntaxes.add(image.meta["transfer_syntax"])
+        assert image.pixels.shape == (image.meta["rows"], image.meta["columns"])
+        row = preprocess_file(src, tmp_path / "p.png", mode="paper", height=100, width=60)
+        ours = cv2.imread(str(tmp_path / "p.png"), cv2.IMREAD_UNCHANGED)
+        theirs = _reference_paper(image.pixels, image.photometric, 100, 60)
+        np.testing.assert_array_equal(ours, theirs, err_msg=str(src))
+        assert row["crop_x1"] <= image.meta["columns"] - 5 and row["crop_y1"] <= image.meta["rows"] - 5
+    compressed = syntaxes - {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2"}
+    assert len(compressed) >= 2, syntaxes  # JPEG 2000 and JPEG-LS at least
+
+
+def test_ensure_pngs_on_cohort_writes_no_phi(tiny_cohort, tmp_path, capsys):
+    from mammoclip_kit.data._dicom_writer import PHI_NAME_PREFIX
+
+    phi = {PHI_NAME_PREFIX}
+    for src in _cohort_files(tiny_cohort):
+        ds = pydicom.dcmread(src, stop_before_pixels=True)
+        phi.update(str(ds.get(k)) for k in ("PatientName", "PatientBirthDate", "InstitutionName") if ds.get(k))
+    assert any(value.startswith(PHI_NAME_PREFIX) for value in phi if value != PHI_NAME_PREFIX)
+    settings = {"cohort": dict(TINY), "preprocess": {"mode": "voi", "height": 80, "width": 48, "workers": 1}}
+    ctx = RunContext(profile="smoke", data_root=tiny_cohort, output_dir=tmp_path / "runs", device=None, seed=0,
+                     settings=settings, params={"num_workers": None, "retrain": False}, is_cohort=True)
+    dirs = ensure_pngs(ctx)
+    assert set(dirs) == {"vindr", "rsna", "reports"}
+    for png_dir in dirs.values():
+        manifest = pd.read_csv(png_dir / "manifest.csv")
+        assert len(manifest) == 8 and pd.read_csv(png_dir / "errors.csv").empty
+        assert all((png_dir / rel).is_file() for rel in manifest["output"])
+    printed = capsys.readouterr()
+    blobs = [p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()]
+    blobs.append((printed.out + printed.err).encode())
+    for value in phi:
+        assert all(value.encode() not in blob for blob in blobs), value
