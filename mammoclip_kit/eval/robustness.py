@@ -138,9 +138,14 @@ def run_shift_grid(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFra
                 test_df = subsample_by_patient(test_df, labels, fraction=fraction, kind=table_tasks[0].kind,
                                                seed=cfg.seed)
             probes, clean_metrics, test_info = {}, {}, {}
-            for task in table_tasks:
-                probe = fit_linear_probe(clean.features[position[train_df.index].to_numpy()],
-                                         task_labels(train_df, task), task, cfg.probe, cfg.seed)
+            for task in list(table_tasks):
+                try:
+                    probe = fit_linear_probe(clean.features[position[train_df.index].to_numpy()],
+                                             task_labels(train_df, task), task, cfg.probe, cfg.seed)
+                except ValueError as error:  # a training split with one class (tiny smoke cohorts)
+                    print(f"note: {spec.name} / {task.name}: {error}; task skipped")
+                    table_tasks.remove(task)
+                    continue
                 labels = task_labels(test_df, task)
                 breast_ids = None
                 if task.level == "breast":
@@ -209,8 +214,12 @@ def run_group_holdout(encoders: Sequence[EncoderSpec], table: pd.DataFrame, tabl
         for task in tasks:
             train_df, test_df = split_for_task(table, task, test_fold=cfg.rsna_test_fold,
                                                train_folds=cfg.rsna_train_folds)
-            everyone = fit_linear_probe(features[position[train_df.index].to_numpy()], task_labels(train_df, task),
-                                        task, cfg.probe, cfg.seed)
+            try:
+                everyone = fit_linear_probe(features[position[train_df.index].to_numpy()],
+                                            task_labels(train_df, task), task, cfg.probe, cfg.seed)
+            except ValueError as error:
+                print(f"note: {spec.name} / {task.name}: {error}; task skipped")
+                continue
             for group in sorted(table[group_col].astype(str).unique()):
                 held_test = test_df[test_df[group_col].astype(str) == group]
                 others = train_df[train_df[group_col].astype(str) != group]
