@@ -84,7 +84,7 @@ VENDORS: dict[str, Vendor] = {
     "ge": Vendor(
         key="ge", manufacturer="GE MEDICAL SYSTEMS", model="Senographe Essential", spacing_mm=0.100, rows=3062,
         cols=2394, bits_stored=14, photometric="MONOCHROME2", voi="sigmoid", n_windows=3, gamma=0.85, contrast=1.0,
-        periphery=0.10, noise=0.006, blur_px=0.8, marker_probability=0.0,
+        periphery=0.10, noise=0.006, blur_px=0.6, marker_probability=0.0,
         compression={"rsna": "jpeg2000", "vindr": "jpegls", "reports": "jpegls"}, rsna_machine_ids=(21, 29, 216),
         rsna_site=1),
     "siemens": Vendor(
@@ -95,7 +95,7 @@ VENDORS: dict[str, Vendor] = {
     "fuji": Vendor(
         key="fuji", manufacturer="FUJIFILM Corporation", model="AMULET Innovality", spacing_mm=0.050, rows=5928,
         cols=4728, bits_stored=12, photometric="MONOCHROME1", voi="lut", n_windows=1, gamma=1.1, contrast=1.1,
-        periphery=0.30, noise=0.018, blur_px=0.9, marker_probability=1.0,
+        periphery=0.30, noise=0.018, blur_px=0.7, marker_probability=1.0,
         compression={"rsna": "jpegls", "reports": "rle"}, rsna_machine_ids=(197, 210), rsna_site=2),
 }
 

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from mammoclip_kit.data._phantom import FAT, GLAND, ViewGeometry
+from mammoclip_kit.data._phantom import GLAND, ViewGeometry
 
 #: VinDr-Mammo categories the cohort draws (the other VinDr names never occur here).
 VINDR_FINDINGS: tuple[str, ...] = ("Mass", "Suspicious Calcification", "Architectural Distortion", "Focal Asymmetry")
@@ -124,6 +124,8 @@ def sample_lesion(rng: np.random.Generator, finding: str, lesion_id: int, latera
         margin = str(rng.choice(MASS_MARGINS, p=[0.3, 0.12, 0.18, 0.1, 0.3]))
         if shape == "irregular" and margin == "circumscribed":
             margin = "indistinct"
+        if margin == "spiculated" and shape != "irregular":
+            shape = "irregular"
         malignant = bool(rng.random() < _MASS_MALIGNANCY[margin] + (0.15 if shape == "irregular" else 0.0))
     elif finding == "Suspicious Calcification":
         size = float(rng.uniform(5.0, 15.0))
@@ -214,6 +216,18 @@ def render_lesion(intensity: np.ndarray, gland: np.ndarray, geom: ViewGeometry, 
     return out
 
 
+def _blend_to(patch: np.ndarray, level: float, weight: np.ndarray) -> np.ndarray:
+    """Raise ``patch`` toward ``level`` by ``weight`` (never darken it): zero weight leaves the tissue untouched."""
+    return patch + np.clip(level - patch, 0.0, None) * weight
+
+
+def _mottle(shape: tuple[int, int], rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Smooth zero-mean, unit-variance noise (internal texture of a lesion)."""
+    noise = rng.standard_normal(shape).astype(np.float32)
+    noise = cv2.GaussianBlur(noise, (0, 0), sigma)
+    return (noise - noise.mean()) / max(float(noise.std()), 1e-6)
+
+
 def _polar(shape: tuple[int, int], centre_local: tuple[float, float]):
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
     dy, dx = yy - centre_local[0], xx - centre_local[1]
@@ -243,14 +257,16 @@ def _render_mass(intensity, geom, lesion, centre, rng, conspicuity) -> Rendered:
     width = max(0.4, edge[lesion.margin] / s)
     body = 1.0 / (1.0 + np.exp(np.clip(-(rad - dist) / (width * 0.45), -50, 50)))
     dome = np.sqrt(np.clip(1 - (dist / np.maximum(rad, 1e-3)) ** 2, 0, 1))
-    profile = (body * (0.75 + 0.25 * dome)).astype(np.float32)
+    profile = (body * (0.7 + 0.3 * dome)).astype(np.float32)
     if spiculated:
-        profile = np.maximum(profile, _spicules(profile.shape, (centre[0] - r0, centre[1] - c0), radius, rng) * 0.7)
+        profile = np.maximum(profile, _spicules(profile.shape, (centre[0] - r0, centre[1] - c0), radius, rng) * 0.85)
     patch = intensity[r0:r1, c0:c1]
     breast = geom.breast[r0:r1, c0:c1]
     extra = conspicuity * (1.0 if lesion.malignant or lesion.margin != "circumscribed" else 0.85)
-    target = FAT + (GLAND - FAT) * 0.98 * profile
-    new = np.maximum(patch, target * np.where(breast, 1.0, 0.0)) + extra * profile
+    # Blend toward glandular density by the profile (a mass is glandular-equivalent tissue), then add its extra
+    # attenuation: in fat the whole step shows, in dense tissue mainly the extra part.
+    mottle = _mottle(profile.shape, rng, max(1.0, radius / 4))
+    new = _blend_to(patch, GLAND * 0.97, profile) + extra * profile * (0.9 + 0.1 * mottle)
     intensity[r0:r1, c0:c1] = np.where(breast, new, patch)
     mask = (body > 0.5) & breast
     return Rendered(box=_box_from_mask(mask, r0, c0), mask=(profile > 0.3) & breast, origin=(r0, c0))
@@ -289,7 +305,7 @@ def calcification_particles(lesion: Lesion) -> list[tuple[float, float, float, f
             particles.append((lesion.back + off[0], lesion.lat + off[1], lesion.sup + off[2],
                               float(rng.uniform(1.0, lesion.size_mm)), float(rng.uniform(0.35, 0.5)), 0.0))
         return particles
-    n = int(rng.integers(8, 26))
+    n = int(rng.integers(10, 30))
     spread = lesion.size_mm / 2.0
     morph = lesion.shape
     direction = np.array([-1.0, rng.normal(0, 0.3), rng.normal(0, 0.3)])  # toward the nipple
@@ -303,7 +319,7 @@ def calcification_particles(lesion: Lesion) -> list[tuple[float, float, float, f
             pos = rng.normal(0, spread / 2.0, 3)
         size = {"amorphous": rng.uniform(0.1, 0.25), "coarse heterogeneous": rng.uniform(0.5, 1.0),
                 "fine pleomorphic": rng.uniform(0.15, 0.5), "fine linear branching": rng.uniform(0.15, 0.3)}[morph]
-        bright = {"amorphous": rng.uniform(0.22, 0.32), "coarse heterogeneous": rng.uniform(0.4, 0.55),
+        bright = {"amorphous": rng.uniform(0.36, 0.46), "coarse heterogeneous": rng.uniform(0.4, 0.55),
                   "fine pleomorphic": rng.uniform(0.28, 0.5), "fine linear branching": rng.uniform(0.32, 0.5)}[morph]
         elong = float(rng.uniform(0.6, 2.5)) if morph == "fine linear branching" else 0.0
         particles.append((lesion.back + pos[0], lesion.lat + pos[1], lesion.sup + pos[2], float(size),
@@ -434,8 +450,8 @@ def _render_asymmetry(intensity, gland, geom, lesion, centre, rng) -> Rendered:
     fill = np.clip(0.8 + 0.25 * speck, 0.3, 1.0) * blob
     patch = intensity[r0:r1, c0:c1]
     breast = geom.breast[r0:r1, c0:c1]
-    target = FAT + (GLAND - FAT) * fill + 0.04 * blob
-    intensity[r0:r1, c0:c1] = np.where(breast, np.maximum(patch, target), patch)
+    new = _blend_to(patch, GLAND, fill) + 0.03 * blob
+    intensity[r0:r1, c0:c1] = np.where(breast, new, patch)
     gland[r0:r1, c0:c1] = np.maximum(gland[r0:r1, c0:c1], fill * breast)
     mask = (blob > 0.5) & breast
     return Rendered(box=_box_from_mask(mask, r0, c0), mask=mask, origin=(r0, c0))
@@ -455,7 +471,7 @@ def _render_node(intensity, geom, lesion, centre, rng) -> Rendered:
     profile = np.clip(body - 0.6 * hilum * body, 0, 1)
     patch = intensity[r0:r1, c0:c1]
     breast = geom.breast[r0:r1, c0:c1]
-    target = FAT + (GLAND - FAT) * profile + 0.06 * profile
-    intensity[r0:r1, c0:c1] = np.where(breast, np.maximum(patch, target), patch)
+    new = _blend_to(patch, GLAND, profile) + 0.05 * profile
+    intensity[r0:r1, c0:c1] = np.where(breast, new, patch)
     mask = (body > 0.5) & breast
     return Rendered(box=_box_from_mask(mask, r0, c0), mask=mask, origin=(r0, c0))

@@ -50,6 +50,17 @@ import numpy as np
 from mammoclip_kit.data import _dicom_writer as dw
 from mammoclip_kit.data import _lesions as lz
 from mammoclip_kit.data import _phantom as ph
+from mammoclip_kit.data._cohort_figures import (  # noqa: F401  (re-exported: the notebook's figures)
+    display_pixels,
+    load_truth,
+    pick_exam,
+    show_densities,
+    show_exam,
+    show_findings,
+    show_vendor_histograms,
+    two_view_table,
+    vendor_table,
+)
 from mammoclip_kit.data._report_grammar import generate_report
 
 GENERATOR_VERSION = "1.0"
@@ -535,6 +546,21 @@ def cohort_record(root: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text())
+
+
+def cohort_metrics(root: str | Path) -> dict[str, Any]:
+    """The numbers a notebook reports about a cohort: counts, prevalence, density mix, sizes, generation time."""
+    record = cohort_record(root)
+    if record is None:
+        raise FileNotFoundError(f"{root}: no cohort.json (not a finished cohort; run ensure_cohort or make_cohort)")
+    summary = record["summary"]
+    keys = ("patients", "images", "total_patients", "total_images", "prevalence", "density", "image_sizes",
+            "vendors", "malignant_breasts", "disk_mb")
+    out = {key: summary[key] for key in keys if key in summary}
+    out.update({"preset": record["config"]["preset"], "cohort_seed": record["seed"],
+                "image_scale": record["config"]["image_scale"], "generation_seconds": summary.get("seconds"),
+                "generation_workers": summary.get("workers")})
+    return out
 
 
 def ensure_cohort(ctx) -> Path:
