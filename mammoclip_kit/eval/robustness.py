@@ -37,7 +37,7 @@ from mammoclip_kit.eval.probe import (
     task_labels,
 )
 
-__all__ = ["RobustnessCfg", "run_shift_grid", "run_group_holdout", "attach_groups", "plot_shift_curves",
+__all__ = ["RobustnessCfg", "robustness_cfg_from_settings", "run_shift_grid", "run_group_holdout", "attach_groups", "plot_shift_curves",
            "plot_holdout", "summarise_drops", "ROBUSTNESS_COLUMNS"]
 
 #: Columns of the tidy robustness table.
@@ -327,3 +327,21 @@ def plot_holdout(results: pd.DataFrame, task: str, metric: str, path: str | Path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120)
     return fig
+
+
+def robustness_cfg_from_settings(section: dict[str, Any]) -> RobustnessCfg:
+    """A :class:`RobustnessCfg` from a profile's ``robustness`` section (``encoders`` and ``holdout`` are read by the
+    notebook; unknown keys are rejected)."""
+    section = dict(section)
+    for key in ("encoders", "holdout"):
+        section.pop(key, None)
+    probe = LinearProbeCfg(**(section.pop("linear_probe", {}) or {}))
+    if section.get("image_size") is not None:
+        section["image_size"] = tuple(section["image_size"])
+    if "shifts" in section:
+        section["shifts"] = {str(k): [int(s) for s in v] for k, v in dict(section["shifts"]).items()}
+    unknown = sorted(set(section) - set(RobustnessCfg.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"robustness settings: unknown key(s) {unknown}; known: "
+                         f"{sorted(RobustnessCfg.__dataclass_fields__)}")
+    return RobustnessCfg(probe=probe, **section)
