@@ -46,6 +46,20 @@ def display_pixels(path: str | Path) -> np.ndarray:
     return np.clip((x - lo) / max(hi - lo, 1.0), 0.0, 1.0)
 
 
+def breast_bounds(pixels: np.ndarray, threshold: float = 0.02) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Row and column range (end exclusive) of the largest bright component: the breast, without burnt-in text."""
+    import cv2
+
+    mask = (pixels > threshold).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return (0, pixels.shape[0]), (0, pixels.shape[1])
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = (int(stats[best, k]) for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH,
+                                               cv2.CC_STAT_HEIGHT))
+    return (y, y + h), (x, x + w)
+
+
 def pick_exam(images: pd.DataFrame, lesions: pd.DataFrame, dataset: str = "reports",
               finding: str | None = "Mass") -> str:
     """A patient of ``dataset`` with ``finding`` in one breast (the first in file order); any patient if None."""
@@ -153,8 +167,9 @@ def show_findings(root: str | Path, size: tuple[int, int] = (320, 192)):
         ax.set_title(f"{kind}\n{detail} {les['size_mm']:.0f} mm", fontsize=7.5)
         ax.set_axis_off()
         # What the classroom model sees: breast bounding box resized to 320 × 192 (INTER_AREA).
-        ys, xs = np.nonzero(pixels > 0.02)
-        crop = pixels[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        (y0c, y1c), (x0c, x1c) = breast_bounds(pixels)
+        ys, xs = np.array([y0c]), np.array([x0c])
+        crop = pixels[y0c:y1c, x0c:x1c]
         small = cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_AREA)
         sx, sy = size[1] / crop.shape[1], size[0] / crop.shape[0]
         ax = axes[1, j]

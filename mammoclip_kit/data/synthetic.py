@@ -34,6 +34,7 @@ output is byte-identical for a seed whatever the number of workers; a different 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -444,10 +445,15 @@ def make_cohort(out_dir: str | Path, preset: str = "smoke", seed: int = 0, worke
     from tqdm.auto import tqdm
 
     cfg = resolve_config(preset, **overrides)
-    out_dir = Path(out_dir)
+    final_dir = Path(out_dir)
+    if final_dir.exists():
+        _check_cohort_folder(final_dir)
+    # Build in a private sibling folder and move it into place at the end: a reader never sees half a cohort, and two
+    # builders never write into the same files.
+    out_dir = final_dir.parent / f".{final_dir.name}.partial-{os.getpid()}"
     if out_dir.exists():
-        _clear_cohort(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
     started = time.perf_counter()
     tasks = plan_cohort(cfg, seed)
     args = [(task, cfg, str(out_dir)) for task in tasks]
@@ -495,9 +501,11 @@ def make_cohort(out_dir: str | Path, preset: str = "smoke", seed: int = 0, worke
                     "images_per_second": round(len(images) / elapsed, 2) if elapsed > 0 else None,
                     "disk_mb": round(_disk_bytes(out_dir) / 1e6, 1), "files": written})
     record = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "config": cfg.to_json(), "summary": summary}
-    tmp = out_dir / "cohort.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    tmp.replace(out_dir / "cohort.json")
+    (out_dir / "cohort.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+    if final_dir.exists():
+        _clear_cohort(final_dir)
+        final_dir.rmdir()
+    out_dir.rename(final_dir)
     return summary
 
 
@@ -528,14 +536,21 @@ def _disk_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
+_COHORT_ENTRIES = {"vindr", "rsna", "reports", "truth", "cohort.json", "cohort.json.tmp"}
+
+
+def _check_cohort_folder(out_dir: Path) -> None:
+    """Refuse to replace a folder that holds anything but a (previous, possibly partial) cohort."""
+    entries = {p.name for p in out_dir.iterdir()}
+    if entries - _COHORT_ENTRIES:
+        raise FileExistsError(f"{out_dir}: not empty and not a cohort folder (found "
+                              f"{sorted(entries - _COHORT_ENTRIES)[:5]}); choose an empty or new folder")
+
+
 def _clear_cohort(out_dir: Path) -> None:
     """Remove a previous (possibly partial) cohort; refuses folders that do not look like one."""
-    known = {"vindr", "rsna", "reports", "truth", "cohort.json", "cohort.json.tmp"}
-    entries = {p.name for p in out_dir.iterdir()}
-    if entries - known:
-        raise FileExistsError(f"{out_dir}: not empty and not a cohort folder (found {sorted(entries - known)[:5]}); "
-                              "choose an empty or new folder")
-    for name in entries:
+    _check_cohort_folder(out_dir)
+    for name in {p.name for p in out_dir.iterdir()}:
         path = out_dir / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
@@ -581,15 +596,40 @@ def ensure_cohort(ctx) -> Path:
     overrides = {k: section[k] for k in ("n_patients", "image_scale", "prevalence", "vendors", "conspicuity")
                  if section.get(k) is not None}
     cfg = resolve_config(preset, **overrides)
-    record = cohort_record(root)
-    if record is not None and record.get("seed") == seed and record.get("config") == cfg.to_json() and \
-            record.get("generator_version") == GENERATOR_VERSION:
+
+    def current() -> bool:
+        record = cohort_record(root)
+        return record is not None and record.get("seed") == seed and record.get("config") == cfg.to_json() and \
+            record.get("generator_version") == GENERATOR_VERSION
+
+    if current():
         return root
-    print(f"building the {preset} teaching cohort (seed {seed}, {workers} worker(s)) ...")
-    summary = make_cohort(root, preset=preset, seed=seed, workers=workers, **overrides)
+    # One builder at a time (notebooks, the runner and CLIs may call this concurrently): the others wait, then reuse.
+    with _build_lock(root):
+        if current():
+            return root
+        print(f"building the {preset} teaching cohort (seed {seed}, {workers} worker(s)) ...")
+        summary = make_cohort(root, preset=preset, seed=seed, workers=workers, **overrides)
     print(f"cohort ready: {summary['total_patients']} patients, {summary['total_images']} images in "
           f"{summary['seconds']:.1f} s")
     return root
+
+
+@contextlib.contextmanager
+def _build_lock(root: Path):
+    """An exclusive advisory lock on ``.<name>.lock`` next to ``root`` (no-op where ``fcntl`` is missing)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; concurrent builds remain safe but duplicate work
+        yield
+        return
+    with open(root.parent / f".{root.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 #: What each part of a user's data root must hold (relative paths); one present part is enough.

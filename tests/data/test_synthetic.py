@@ -223,6 +223,7 @@ def test_same_seed_same_bytes_any_workers(tmp_path: Path):
     syn.make_cohort(tmp_path / "a", seed=7, workers=1, **kwargs)
     syn.make_cohort(tmp_path / "b", seed=7, workers=2, **kwargs)
     syn.make_cohort(tmp_path / "c", seed=8, workers=1, **kwargs)
+    assert not list(tmp_path.glob(".*partial*"))  # built in a private folder, then moved into place
     assert _hash_tree(tmp_path / "a") == _hash_tree(tmp_path / "b")
     assert _hash_tree(tmp_path / "a") != _hash_tree(tmp_path / "c")
     assert (tmp_path / "a" / "truth" / "images.csv").read_bytes() != \
@@ -344,3 +345,32 @@ def test_cli_parses_options(tmp_path: Path):
     images = pd.read_csv(tmp_path / "c" / "truth" / "images.csv")
     assert set(images["vendor"]) == {"ge"}
     assert summary["prevalence"]["vindr"]["Mass"] == 1.0
+
+
+def test_breast_bounds_ignore_burnt_in_text():
+    from mammoclip_kit.data._cohort_figures import breast_bounds
+
+    pixels = np.zeros((100, 60), np.float32)
+    pixels[20:90, 0:35] = 0.6          # the breast against the left edge
+    pixels[2:8, 50:58] = 1.0           # a burnt-in "L CC" marker in the far corner
+    assert breast_bounds(pixels) == ((20, 90), (0, 35))
+
+
+def test_cohort_metrics_and_figures(cohort: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    metrics = syn.cohort_metrics(cohort)
+    assert metrics["total_images"] == 48 and metrics["preset"] == "smoke" and metrics["cohort_seed"] == 0
+    assert set(metrics["density"]["vindr"]) == set("ABCD")
+    table = syn.two_view_table(cohort)
+    assert (table["depth CC (mm)"] - table["depth MLO (mm)"]).abs().max() < 1.0
+    vendors = syn.vendor_table(cohort)
+    assert set(vendors["bits stored"]) == {12, 14, 16}
+    images, lesions = syn.load_truth(cohort)
+    exam = syn.pick_exam(images, lesions, "reports", "Mass")
+    assert (lesions[lesions.patient_id == exam]["finding"] == "Mass").any()
+    fig = syn.show_exam(cohort, exam)
+    assert len(fig.axes) == 5
+    with pytest.raises(KeyError, match="no patient 'nobody'"):
+        syn.show_exam(cohort, "nobody")
