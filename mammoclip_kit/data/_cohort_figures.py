@@ -241,3 +241,57 @@ def two_view_table(root: str | Path) -> pd.DataFrame:
     table = table.merge(truth[["dataset", "patient_id", "laterality", "lesion_id", "back_mm", "clock", "quadrant"]],
                         on=["dataset", "patient_id", "laterality", "lesion_id"])
     return table.rename(columns={"CC": "depth CC (mm)", "MLO": "depth MLO (mm)", "back_mm": "truth (mm)"})
+
+
+def model_view(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, float, float]]:
+    """What a model sees: min–max scaled pixels (MONOCHROME1 inverted), cropped to the breast, resized to ``size``.
+
+    Returns the image and (x0, y0, scale_x, scale_y) to map original pixel coordinates into it.
+    """
+    import cv2
+
+    pixels, ds = read_stored(path)
+    x = pixels.astype(np.float32)
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        x = x.max() - x
+    x = (x - x.min()) / max(float(x.max() - x.min()), 1.0)
+    (y0, y1), (x0, x1) = breast_bounds(x, threshold=0.02 + float(np.median(x[:, :2])))
+    crop = x[y0:y1, x0:x1]
+    small = cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return small, (x0, y0, size[1] / crop.shape[1], size[0] / crop.shape[0])
+
+
+def lesion_contrast(root: str | Path, size: tuple[int, int] = (320, 192), per_finding: int = 40,
+                    findings: tuple[str, ...] = ("Mass", "Suspicious Calcification", "Architectural Distortion",
+                                                 "Focal Asymmetry")) -> pd.DataFrame:
+    """Contrast of boxed lesions in the model's view: mean in the box minus mean of a surrounding ring, and CNR.
+
+    CNR = contrast / standard deviation of the ring (the anatomical "noise" a detector must beat). Up to
+    ``per_finding`` lesions of each kind (CC and MLO images both count), in file order.
+    """
+    root = Path(root)
+    images, lesions = load_truth(root)
+    by_id = images.set_index("image_id")
+    rows = []
+    for finding in findings:
+        for _, les in lesions[lesions["finding"] == finding].head(per_finding).iterrows():
+            img = by_id.loc[les["image_id"]]
+            small, (x0, y0, sx, sy) = model_view(root / img["path"], size)
+            bx0, bx1 = int((les["xmin"] - x0) * sx), int(np.ceil((les["xmax"] - x0) * sx)) + 1
+            by0, by1 = int((les["ymin"] - y0) * sy), int(np.ceil((les["ymax"] - y0) * sy)) + 1
+            pad = max(3, (bx1 - bx0) // 2, (by1 - by0) // 2)
+            outer = small[max(0, by0 - pad):by1 + pad, max(0, bx0 - pad):bx1 + pad]
+            inner = small[max(0, by0):by1, max(0, bx0):bx1]
+            ring = np.ones(outer.shape, bool)
+            ring[max(0, by0) - max(0, by0 - pad):max(0, by0) - max(0, by0 - pad) + inner.shape[0],
+                 max(0, bx0) - max(0, bx0 - pad):max(0, bx0) - max(0, bx0 - pad) + inner.shape[1]] = False
+            ring &= outer > 0.05  # ignore air around the breast
+            if inner.size == 0 or ring.sum() < 4:
+                continue
+            contrast = float(inner.mean() - outer[ring].mean())
+            peak = float(inner.max() - np.percentile(outer[ring], 99))
+            rows.append({"finding": finding, "density": img["density"], "vendor": img["vendor"],
+                         "size_mm": les["size_mm"], "box_px": int((bx1 - bx0) * (by1 - by0)),
+                         "contrast": contrast, "cnr": contrast / max(float(outer[ring].std()), 1e-3),
+                         "peak_over_p99": peak})
+    return pd.DataFrame(rows)

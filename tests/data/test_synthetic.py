@@ -372,5 +372,8 @@ def test_cohort_metrics_and_figures(cohort: Path):
     assert (lesions[lesions.patient_id == exam]["finding"] == "Mass").any()
     fig = syn.show_exam(cohort, exam)
     assert len(fig.axes) == 5
+    contrast = syn.lesion_contrast(cohort, size=(160, 96), per_finding=4)
+    masses = contrast[contrast["finding"] == "Mass"]
+    assert len(masses) >= 2 and (masses["contrast"] > 0.02).all()  # masses survive the resize to model size
     with pytest.raises(KeyError, match="no patient 'nobody'"):
         syn.show_exam(cohort, "nobody")
