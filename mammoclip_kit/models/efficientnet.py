@@ -247,6 +247,20 @@ class EfficientNet(nn.Module):
         self._dropout = nn.Dropout(config.dropout)
         self.num_features = head
         self.grad_checkpointing = False
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """EfficientNet's initialisation: conv weights ~ N(0, 2 / fan_out) with fan_out = k·k·out / groups, conv
+        biases 0, BN scale 1 and shift 0 (PyTorch's default conv init shrinks activations ~1e-12 through 16+ blocks)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
 
     # -- structure -------------------------------------------------------------------------------------------------
     @property
