@@ -257,13 +257,30 @@ def render_tissue(model: BreastModel, geom: ViewGeometry, view_index: int, perip
     envelope = envelope * (0.6 + 0.4 * _smoothstep(u_n, 0.05, 0.35))
     score = coarse + 2.2 * envelope
     region = breast_lo & ~pect_lo
-    target = model.dense_fraction
+    rim = _smoothstep(dist_lo, 1.5, 6.0)
+    modulation = 0.8 + 0.15 * np.clip(fine, -2.5, 2.5)
+
+    def glandular(thr: float) -> np.ndarray:
+        g = 1.0 / (1.0 + np.exp(-(score - thr) / 0.3))
+        return np.clip(g * rim * modulation, 0.0, 1.0) * breast_lo
+
+    def fraction(g: np.ndarray) -> float:
+        return float((g[region] > 0.5).mean()) if region.any() else 0.0
+
+    # Calibrate the threshold so that the *measured* dense-area fraction (after the fat rim and the nodular modulation)
+    # lands on the breast's target: bisection on a coarse grid costs a few milliseconds.
     values = score[region] if region.any() else score.ravel()
-    thr = float(np.quantile(values, 1.0 - target)) if values.size else 0.0
-    gland = 1.0 / (1.0 + np.exp(-(score - thr) / 0.3))
-    gland *= _smoothstep(dist_lo, 1.5, 6.0)
-    gland = np.clip(gland * (0.8 + 0.15 * np.clip(fine, -2.5, 2.5)), 0.0, 1.0) * breast_lo
-    dense_fraction = float((gland[region] > 0.5).mean()) if region.any() else 0.0
+    lo, hi = float(values.min()) - 3.0, float(values.max()) + 3.0
+    thr = float(np.quantile(values, 1.0 - model.dense_fraction))
+    for _ in range(14):
+        gland = glandular(thr)
+        measured = fraction(gland)
+        if abs(measured - model.dense_fraction) < 0.01:
+            break
+        lo, hi = (lo, thr) if measured < model.dense_fraction else (thr, hi)
+        thr = 0.5 * (lo + hi)
+    gland = glandular(thr)
+    dense_fraction = fraction(gland)
     gland_full = cv2.resize(gland.astype(np.float32), (cols, rows), interpolation=cv2.INTER_CUBIC)
     fine_full = cv2.resize(fine, (cols, rows), interpolation=cv2.INTER_LINEAR)
     gland_full = np.clip(gland_full, 0.0, 1.0)

@@ -65,7 +65,7 @@ from mammoclip_kit.data._cohort_figures import (  # noqa: F401  (re-exported: th
 )
 from mammoclip_kit.data._report_grammar import generate_report
 
-GENERATOR_VERSION = "1.1"  # bump whenever the generated files change: cohorts of another version are rebuilt
+GENERATOR_VERSION = "1.2"  # bump whenever the generated files change: cohorts of another version are rebuilt
 PARTS: tuple[str, ...] = ("vindr", "rsna", "reports")
 VIEWS: tuple[tuple[str, str], ...] = (("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO"))
 
