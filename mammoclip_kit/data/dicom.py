@@ -21,6 +21,7 @@ header's identifying values.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,11 @@ __all__ = [
     "auto_window",
     "decoder_hint",
     "modality_values",
+    "plot_windows",
     "read_dicom",
+    "read_header",
     "safe_meta",
+    "window_explorer",
     "window_image",
     "write_dicom",
 ]
@@ -295,7 +299,9 @@ def read_dicom(path: str | os.PathLike) -> DicomImage:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such DICOM file")
     try:
-        ds = pydicom.dcmread(path)
+        with warnings.catch_warnings():  # truncation warnings become the error below; no duplicate noise
+            warnings.simplefilter("ignore", UserWarning)
+            ds = pydicom.dcmread(path)
     except InvalidDicomError:
         raise DicomError(path, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)") from None
     except Exception as exc:  # truncated headers surface as EOFError, struct.error, ValueError, ...
@@ -307,6 +313,27 @@ def read_dicom(path: str | os.PathLike) -> DicomImage:
     except Exception as exc:
         reason = f"pixel data could not be decoded ({type(exc).__name__}: {exc})"
         raise DicomError(path, _scrub(reason, _phi_values(ds))) from None
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The PHI-free :func:`safe_meta` of a file without decoding its pixels (fast: for scanning many files).
+
+    Also reports ``has_pixel_data`` and ``phi_tags_in_file``: how many identifying tags the file carries (their
+    names are in :data:`PHI_KEYWORDS`; their values are never returned).
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        raise DicomError(path, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)") from None
+    except Exception as exc:
+        raise DicomError(path, f"unreadable DICOM header ({type(exc).__name__})") from None
+    meta = safe_meta(ds)
+    meta["phi_tags_in_file"] = sum(1 for keyword in PHI_KEYWORDS if keyword in ds)
+    return meta
 
 
 def _decode(path: Path, ds: Any) -> DicomImage:
@@ -494,3 +521,70 @@ def write_dicom(path: str | os.PathLike, pixels: np.ndarray, *, photometric: str
         ds.compress(UID(str(transfer_syntax)), np.ascontiguousarray(pixels), generate_instance_uid=False)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Figures (notebook 02)
+
+
+def _default_windows(image: DicomImage) -> list[tuple[str, tuple[float, float] | None, str | None]]:
+    """(label, window or None for the header's VOI, function) triples that show what a window does."""
+    values = image.modality()
+    center, width = auto_window(values)
+    if image.meta.get("window_center"):
+        center, width = image.meta["window_center"][0], image.meta["window_width"][0]
+    return [
+        ("header VOI" if image.voi_source() != "auto" else "auto (percentiles)", None, None),
+        ("narrow: width / 3", (center, width / 3), "LINEAR"),
+        ("wide: width × 3", (center, width * 3), "LINEAR"),
+        ("darker: center + width / 3", (center + width / 3, width), "LINEAR"),
+        ("SIGMOID, same center/width", (center, width), "SIGMOID"),
+    ]
+
+
+def plot_windows(image: DicomImage, windows: Sequence[tuple[str, tuple[float, float] | None, str | None]] | None = None,
+                 size: float = 3.0):
+    """A static row of the same image under several VOI windows (the fallback of :func:`window_explorer`).
+
+    ``windows`` are ``(label, (center, width) or None for the header's VOI, function or None)`` triples.
+    """
+    import matplotlib.pyplot as plt
+
+    windows = list(windows or _default_windows(image))
+    fig, axes = plt.subplots(1, len(windows), figsize=(size * len(windows), size * 1.5), squeeze=False)
+    for ax, (label, window, function) in zip(axes[0], windows, strict=True):
+        ax.imshow(image.display(window, function=function), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(label if window is None else f"{label}\nc={window[0]:.0f}, w={window[1]:.0f}", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def window_explorer(image: DicomImage):
+    """An ipywidgets viewer: sliders for window center and width and a VOI LUT Function menu.
+
+    Needs a live kernel; an executed notebook keeps only the first frame, so pair it with :func:`plot_windows`.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    values = image.modality()
+    low, high = float(values.min()), float(values.max())
+    center, width = auto_window(values)
+    if image.meta.get("window_center"):
+        center, width = image.meta["window_center"][0], image.meta["window_width"][0]
+    step = max((high - low) / 500, 1e-3)
+
+    def show(center: float, width: float, function: str) -> None:
+        fig, ax = plt.subplots(figsize=(4, 5))
+        ax.imshow(image.display((center, width), function=function), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"{function}: center {center:.0f}, width {width:.0f}", fontsize=9)
+        ax.axis("off")
+        plt.show()
+
+    return widgets.interactive(
+        show,
+        center=widgets.FloatSlider(value=center, min=low, max=high, step=step, description="center"),
+        width=widgets.FloatSlider(value=width, min=max(step, 1.0), max=2 * (high - low) + 1, step=step,
+                                  description="width"),
+        function=widgets.Dropdown(options=list(_WINDOW_FUNCTIONS), value="LINEAR", description="function"))

@@ -58,6 +58,9 @@ __all__ = [
     "original_to_png",
     "paper_roi",
     "paper_scale",
+    "plot_modes",
+    "plot_paper_steps",
+    "plot_voi_steps",
     "png_to_original",
     "preprocess_file",
     "preprocess_many",
@@ -843,3 +846,82 @@ def benchmark(argv: Sequence[str] | None = None) -> dict[str, float]:
             print(f"  {mode:<6} {done} images in {seconds:.2f} s = {rates[mode]:.2f} images/s per core "
                   f"({1000 * seconds / max(done, 1):.0f} ms/image)")
     return rates
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Figures (notebook 02)
+
+
+def plot_paper_steps(image: DicomImage, height: int = 1520, width: int = 912, size: float = 3.0):
+    """The reference pipeline drawn step by step: stored pixels → uint8 → threshold + central bands → kept
+    columns and rows → ROI → resized PNG."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    result = process_image(image, PreprocessCfg(mode="paper", height=height, width=width), keep_steps=True)
+    s = result.steps
+    rows, cols = s["rows"], s["cols"]
+    fig, axes = plt.subplots(1, 5, figsize=(size * 5, size * 1.6))
+    axes[0].imshow(image.pixels, cmap="gray")
+    axes[0].set_title(f"1. stored values\n{image.photometric}, {image.meta['bits_stored']} bits", fontsize=9)
+    axes[1].imshow(s["uint8"], cmap="gray", vmin=0, vmax=255)
+    axes[1].set_title("2. trim 5 px, invert MONO1,\nmin–max → uint8", fontsize=9)
+    h = s["thresholded"].shape[0]
+    axes[2].imshow(s["thresholded"] > 0, cmap="gray")
+    axes[2].axhspan(h // 2 - int(PAPER_BAND * h), h // 2 + int(PAPER_BAND * h), color="tab:orange", alpha=0.25)
+    axes[2].axvline(cols[0], color="tab:red")
+    axes[2].axvline(cols[-1], color="tab:red")
+    axes[2].set_title("3. pixels > 40; columns that vary\nin the central band (orange)", fontsize=9)
+    axes[3].imshow(s["uint8"], cmap="gray", vmin=0, vmax=255)
+    axes[3].add_patch(Rectangle((cols[0] - 0.5, rows[0] - 0.5), cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1,
+                                fill=False, edgecolor="tab:red", linewidth=1.5))
+    axes[3].set_title("4. then rows that vary in the\ncentral column band: the ROI", fontsize=9)
+    axes[4].imshow(result.image, cmap="gray", vmin=0, vmax=255)
+    axes[4].set_title(f"5. INTER_AREA resize\n{width}×{height} (W×H), 8-bit PNG", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_voi_steps(image: DicomImage, height: int = 1520, width: int = 912, size: float = 3.0, **options: Any):
+    """The voi pipeline drawn step by step: header VOI → breast mask and markers → crop grown to 5:3 → PNG."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    cfg = PreprocessCfg(mode="voi", height=height, width=width, **options)
+    result = process_image(image, cfg, keep_steps=True)
+    s = result.steps
+    x0, y0, x1, y1 = result.crop
+    fig, axes = plt.subplots(1, 4, figsize=(size * 4, size * 1.6))
+    axes[0].imshow(s["display"], cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title(f"1. modality + VOI, bright = dense\n{result.voi[:40]}", fontsize=9)
+    overlay = np.dstack([s["markers"], s["breast"], np.zeros_like(s["breast"])]).astype(np.float32)
+    axes[1].imshow(s["display"], cmap="gray", vmin=0, vmax=1)
+    axes[1].imshow(overlay, alpha=0.35)
+    axes[1].set_title(f"2. breast (green), markers (red)\n{int(s['markers'].sum())} marker pixels", fontsize=9)
+    axes[2].imshow(s["cleaned"], cmap="gray", vmin=0, vmax=1)
+    axes[2].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="tab:cyan",
+                                linewidth=1.5))
+    axes[2].set_title("3. markers removed; box grown\nto the output's 5:3", fontsize=9)
+    axes[3].imshow(result.image, cmap="gray")
+    axes[3].set_title(f"4. resize, then window\n{width}×{height} (W×H), {cfg.bits}-bit PNG", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_modes(images: Sequence[DicomImage], height: int = 1520, width: int = 912, size: float = 2.2):
+    """Paper mode (top) and voi mode (bottom) of the same DICOMs, side by side."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(images), figsize=(size * len(images), size * 3.4), squeeze=False)
+    for j, image in enumerate(images):
+        for i, mode in enumerate(MODES):
+            out = process_image(image, PreprocessCfg(mode=mode, height=height, width=width)).image
+            axes[i, j].imshow(out, cmap="gray")
+            axes[i, j].set_title(f"{mode}: {image.meta['manufacturer'][:14]}\n{image.photometric}", fontsize=8)
+            axes[i, j].axis("off")
+    fig.tight_layout()
+    return fig

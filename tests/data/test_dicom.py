@@ -170,3 +170,24 @@ def test_colour_and_write_validation(tmp_path):
         write_dicom(tmp_path / "a.dcm", np.full((4, 4), 300, np.uint16), bits_stored=8)
     with pytest.raises(ValueError, match="2-D"):
         write_dicom(tmp_path / "a.dcm", np.zeros((2, 4, 4), np.uint16))
+
+
+def test_read_header_counts_phi_tags_without_values(tmp_path):
+    path = write_dicom(tmp_path / "a.dcm", _ramp(), bits_stored=12, attributes=PHI)
+    header = dicom.read_header(path)
+    assert header["phi_tags_in_file"] == len(PHI) and header["rows"] == 80
+    assert all(value not in json.dumps(header) for value in PHI.values())
+    with pytest.raises(DicomError, match="not a DICOM file"):
+        (tmp_path / "b.dcm").write_text("hello")
+        dicom.read_header(tmp_path / "b.dcm")
+
+
+def test_window_figures(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    image = read_dicom(write_dicom(tmp_path / "a.dcm", _ramp(), bits_stored=12, window=[(2000, 3000)]))
+    fig = dicom.plot_windows(image)
+    assert len(fig.axes) == 5 and "c=2000, w=1000" in fig.axes[1].get_title()
+    viewer = dicom.window_explorer(image)
+    assert [w.description for w in viewer.children[:3]] == ["center", "width", "function"]

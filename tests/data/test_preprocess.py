@@ -23,6 +23,9 @@ from mammoclip_kit.data.preprocess import (
     longest_run_indices,
     make_phantom,
     original_to_png,
+    plot_modes,
+    plot_paper_steps,
+    plot_voi_steps,
     png_to_original,
     preprocess_file,
     preprocess_many,
@@ -390,3 +393,13 @@ def test_ensure_pngs_on_cohort_writes_no_phi(tiny_cohort, tmp_path, capsys):
     blobs.append((printed.out + printed.err).encode())
     for value in phi:
         assert all(value.encode() not in blob for blob in blobs), value
+
+
+def test_step_figures(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    image = read_dicom(_phantom_file(tmp_path / "p" / "a.dcm", 0))
+    assert len(plot_paper_steps(image, 100, 60).axes) == 5
+    assert len(plot_voi_steps(image, 100, 60).axes) == 4
+    assert len(plot_modes([image, image], 100, 60).axes) == 4
