@@ -403,3 +403,20 @@ def test_step_figures(tmp_path):
     assert len(plot_paper_steps(image, 100, 60).axes) == 5
     assert len(plot_voi_steps(image, 100, 60).axes) == 4
     assert len(plot_modes([image, image], 100, 60).axes) == 4
+
+
+def test_interrupted_run_resumes_from_journal(tmp_path):
+    for i in range(3):
+        _phantom_file(tmp_path / "data" / f"p{i}" / f"i{i}.dcm", i)
+    sources = sorted((tmp_path / "data").glob("*/*.dcm"))
+    out = tmp_path / "png"
+    first = preprocess_many(sources, out, mode="paper", height=60, width=36, progress=False)
+    # Simulate a crash after one image: its journal line survives, the final manifest was never written.
+    record = first.manifest.iloc[0].to_dict()
+    (out / "manifest.csv").unlink()
+    (out / ".manifest.partial.jsonl").write_text(json.dumps(record) + "\n" + '{"truncated": ')
+    for rel in first.manifest["output"][1:]:
+        (out / rel).unlink()
+    second = preprocess_many(sources, out, mode="paper", height=60, width=36, progress=False)
+    assert (second.converted, second.skipped, second.failed) == (2, 1, 0)
+    assert len(pd.read_csv(out / "manifest.csv")) == 3 and not (out / ".manifest.partial.jsonl").exists()
