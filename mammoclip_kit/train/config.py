@@ -39,10 +39,10 @@ class PretrainConfig:
 
     # model
     model: str = "classroom"                      # create_model preset: smoke | classroom | paper-b2 | paper-b5
-    model_overrides: dict[str, Any] = field(default_factory=dict)  # extra create_model keyword arguments
-    text_encoder: str | None = None               # None = preset's; "small-bert" = WordPiece BERT built on the reports;
-    #                                               "minilm" = packaged all-MiniLM-L6-v2; else a hub id / local folder
-    small_bert: dict[str, Any] = field(default_factory=dict)  # build_small_bert keyword arguments
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # create_model overrides, e.g. {text: {layers: 2}}
+    text_encoder: str | None = None               # None = the preset's tower (classroom/smoke: small WordPiece BERT
+    #                                               whose vocabulary is trained on the training texts); "minilm" = the
+    #                                               packaged all-MiniLM-L6-v2; else a hub id or a local folder
     image_size: list[int] | None = None           # [H, W]; None = the model's image size
     # objective and data
     loss: str = "mvs"                             # mvs | clip

@@ -1,0 +1,222 @@
+"""From built tables to a trained checkpoint: datasets, model, held-out monitor, and the load-or-train entry point.
+
+:func:`ensure_pretrained` is what notebooks call: it resolves the run's :class:`PretrainConfig` from the profile's
+``pretrain`` section (``config``: a preset YAML, ``overrides``) plus the notebook parameters (``max_steps``,
+``batch_size``, ``num_workers``, ``seed``, ``text_encoder``), and returns ``ctx.checkpoint_dir(variant)`` — loading
+when a finished checkpoint with the same parameters and the same tables exists, resuming an interrupted run with the
+same parameters, training otherwise (``retrain=True`` always retrains).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mammoclip_kit import env
+from mammoclip_kit.data.datasets import ImageLabelDataset, ImageTextDataset, MixedDataset, as_list
+from mammoclip_kit.train.config import PretrainConfig, load_config
+from mammoclip_kit.train.distributed import DistInfo
+
+__all__ = ["ensure_pretrained", "pretrain_config", "run_pretraining", "build_datasets", "build_model",
+           "build_monitor", "PARAMS_FILE"]
+
+PARAMS_FILE = "pretrain_params.json"
+#: zero-shot task -> label column of vindr_images.csv
+TASK_COLUMNS = {"mass": "Mass", "suspicious_calcification": "Suspicious_Calcification"}
+
+
+def _read(path: Path) -> pd.DataFrame:
+    from mammoclip_kit.data.records import read_table
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: table missing (build it with mammoclip_kit.data.records.ensure_tables)")
+    return read_table(path)
+
+
+def build_datasets(cfg: PretrainConfig, tables_dir: Path, root: Path,
+                   image_size: tuple[int, int]) -> tuple[Any, dict[str, Any], list[str]]:
+    """Training dataset (mixed when several sources), validation datasets per source, and the training texts.
+
+    Reports: ``fold != val_fold`` trains, ``fold == val_fold`` validates. VinDr image-label rows: ``split ==
+    "training"`` trains, ``"test"`` validates (spec §3.2).
+    """
+    train_parts, val_parts, texts = [], {}, []
+    common = {"image_size": image_size, "seed": cfg.seed, "cache_images": cfg.cache_images}
+    if "reports" in cfg.sources:
+        path = tables_dir / "reports_pretrain.csv"
+        table = _read(path)
+        tr = table[table["fold"].astype(int) != cfg.val_fold]
+        va = table[table["fold"].astype(int) == cfg.val_fold]
+        if cfg.max_train_rows:
+            tr = tr.head(cfg.max_train_rows)
+        train_parts.append(ImageTextDataset(tr, root, train=True, table=str(path.name), **common))
+        if len(va):
+            val_parts["reports"] = ImageTextDataset(va, root, train=False, table=str(path.name), **common)
+        for column in ("text", "text_augment"):
+            if column in tr.columns:
+                texts += [str(t) for cell in tr[column] for t in as_list(cell)]
+    if "vindr" in cfg.sources:
+        path = tables_dir / "vindr_pretrain.csv"
+        table = _read(path)
+        tr, va = table[table["split"] == "training"], table[table["split"] == "test"]
+        if cfg.max_train_rows:
+            tr = tr.head(cfg.max_train_rows)
+        vindr_train = ImageLabelDataset(tr, root, train=True, table=str(path.name), **common)
+        train_parts.append(vindr_train)
+        if len(va):
+            val_parts["vindr"] = ImageLabelDataset(va, root, train=False, table=str(path.name), **common)
+        for i in range(len(vindr_train)):
+            per_view, lat = vindr_train._findings[i]
+            texts += [vindr_train.label_to_text(f, lat, None) for f in per_view.values()]
+    if not cfg.augment:
+        for part in train_parts:
+            part.augment_config = type(part.augment_config)(hflip_p=0, vflip_p=0, affine_p=0, elastic_p=0)
+    train = train_parts[0] if len(train_parts) == 1 else MixedDataset(train_parts)
+    return train, val_parts, texts
+
+
+def build_model(cfg: PretrainConfig, texts: list[str] | None = None) -> Any:
+    """``create_model(cfg.model, ...)`` with the config's overrides, image size, seed and text encoder."""
+    from mammoclip_kit.models.factory import create_model
+
+    overrides: dict[str, Any] = json.loads(json.dumps(cfg.model_overrides))
+    if cfg.image_size is not None:
+        overrides["image_size"] = tuple(cfg.image_size)
+    if cfg.text_encoder == "minilm":
+        overrides.setdefault("text", {}).update({"kind": "minilm", "name_or_path": None})
+    elif cfg.text_encoder == "small-bert":
+        overrides.setdefault("text", {}).update({"kind": "small-bert", "name_or_path": None})
+    elif cfg.text_encoder:
+        overrides["text_encoder"] = cfg.text_encoder
+    return create_model(cfg.model, texts=texts or None, seed=cfg.seed, **overrides)
+
+
+def build_monitor(cfg: PretrainConfig, tables_dir: Path, root: Path, image_size: tuple[int, int]) -> Any:
+    """Held-out zero-shot (``vindr_images.csv`` test split) and retrieval (validation reports) monitor, or None."""
+    from mammoclip_kit.data import text as textlib
+    from mammoclip_kit.train.monitor import HeldOutMonitor
+
+    kwargs: dict[str, Any] = {"image_size": image_size, "ks": cfg.recall_k, "task": cfg.zero_shot_task}
+    rng = np.random.default_rng(cfg.seed)
+    images_path = tables_dir / "vindr_images.csv"
+    column = TASK_COLUMNS.get(cfg.zero_shot_task)
+    if images_path.is_file() and column is not None:
+        table = _read(images_path)
+        test = table[table["split"] == "test"] if "split" in table.columns else table
+        test = test[test[column].notna()]
+        if cfg.monitor_max_images and len(test) > cfg.monitor_max_images:
+            test = test.iloc[np.sort(rng.choice(len(test), cfg.monitor_max_images, replace=False))]
+        negative, positive = textlib.PROMPTS[cfg.zero_shot_task]
+        paper = textlib.PAPER_PROMPTS[cfg.zero_shot_task]
+        kwargs.update(zs_images=[root / p for p in test["png_path"]], zs_labels=test[column].astype(int).tolist(),
+                      prompts=(negative, positive), reference_prompts=(paper[0][0], paper[1][0]))
+    reports_path = tables_dir / "reports_pretrain.csv"
+    if reports_path.is_file():
+        table = _read(reports_path)
+        val = table[table["fold"].astype(int) == cfg.val_fold]
+        if cfg.monitor_max_images and len(val) > cfg.monitor_max_images:
+            val = val.iloc[np.sort(rng.choice(len(val), cfg.monitor_max_images, replace=False))]
+        images, texts = [], []
+        for _, row in val.iterrows():
+            views = [v for v in as_list(row.get("views", row.get("view"))) if as_list(row.get(v))]
+            texts_row = [t for t in as_list(row["text"]) if str(t).strip()]
+            if views and texts_row:
+                images.append(root / as_list(row[views[0]])[0])
+                texts.append(str(texts_row[0]))
+        kwargs.update(retrieval_images=images, retrieval_texts=texts)
+    if "zs_images" not in kwargs and "retrieval_images" not in kwargs:
+        return None
+    return HeldOutMonitor(**kwargs)
+
+
+def run_pretraining(cfg: PretrainConfig, tables_dir: Path, root: Path, out_dir: Path, device: Any = None,
+                    dist_info: DistInfo | None = None, resume: bool = True, progress: bool = True,
+                    stop_at_step: int | None = None) -> Any:
+    """Build everything from the tables under ``tables_dir`` (image paths relative to ``root``) and train."""
+    import torch
+
+    from mammoclip_kit.train.loop import train
+
+    started = time.perf_counter()
+    env.seed_everything(cfg.seed)
+    image_size = tuple(cfg.image_size) if cfg.image_size else None
+    if image_size is None:
+        from mammoclip_kit.models.factory import resolve_config
+        image_size = tuple(resolve_config(cfg.model, **cfg.model_overrides).image_size)
+    train_data, val_data, texts = build_datasets(cfg, Path(tables_dir), Path(root), image_size)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, texts)
+    monitor = build_monitor(cfg, Path(tables_dir), Path(root), image_size) if (dist_info is None
+                                                                               or dist_info.is_main) else None
+    setup_s = time.perf_counter() - started
+    return train(cfg, model, train_data, val_data, Path(out_dir), device=device, dist_info=dist_info,
+                 monitor=monitor, resume=resume, progress=progress, stop_at_step=stop_at_step,
+                 extra_metrics={"setup_s": setup_s, "n_parameters": sum(p.numel() for p in model.parameters()),
+                                "image_size": list(image_size), "variant_sources": cfg.sources, "loss": cfg.loss})
+
+
+def pretrain_config(ctx: Any, variant: str = "mammoclip") -> PretrainConfig:
+    """The run configuration of ``variant`` under ``ctx``: preset YAML + profile overrides + notebook parameters."""
+    section = ctx.section("pretrain")
+    default = {"smoke": "smoke", "classroom": "classroom", "paper": "paper-b5"}.get(ctx.profile, "classroom")
+    path = Path(section.get("config") or f"configs/pretrain/{default}.yaml")
+    path = path if path.is_absolute() else env.repo_root() / path
+    overrides: dict[str, Any] = dict(section.get("overrides") or {})
+    overrides.update((section.get("variant_overrides") or {}).get(variant) or {})
+    for name in ("max_steps", "batch_size", "num_workers", "text_encoder"):
+        value = ctx.params.get(name)
+        if value is not None:
+            overrides[name] = value
+    overrides["seed"] = ctx.seed
+    return load_config(path, overrides=overrides, variant=variant)
+
+
+def _tables_signature(tables_dir: Path, cfg: PretrainConfig) -> dict[str, str]:
+    names = ["vindr_images"] + [f"{s}_pretrain" for s in cfg.sources]
+    out = {}
+    for name in names:
+        path = tables_dir / f"{name}.csv"
+        out[name] = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
+    return out
+
+
+def ensure_pretrained(ctx: Any, variant: str = "mammoclip", progress: bool = True) -> Path:
+    """Return ``ctx.checkpoint_dir(variant)`` holding a pretrained model with this run's parameters.
+
+    Loads (returns at once) when ``pretrain_params.json`` there matches the configuration and the tables and the run
+    finished; resumes a matching unfinished run from ``train/last.pt``; otherwise (or with ``ctx.retrain``) trains from
+    scratch. Builds the cohort, PNGs and tables first when they are missing.
+    """
+    from mammoclip_kit.data.records import ensure_tables
+
+    cfg = pretrain_config(ctx, variant)
+    out = Path(ctx.checkpoint_dir(variant))
+    ensure_tables(ctx, datasets=["reports", "vindr"] if ctx.is_cohort else None)
+    params = {"variant": variant, "config": cfg.to_dict(), "tables": _tables_signature(Path(ctx.tables_dir), cfg)}
+    params_path = out / PARAMS_FILE
+    recorded = json.loads(params_path.read_text()) if params_path.is_file() else None
+    same = recorded is not None and {k: recorded.get(k) for k in params} == params
+    if same and not ctx.retrain and recorded.get("complete") and (out / "model.safetensors").is_file():
+        print(f"pretrained {variant!r}: loading {out.name} (same parameters; retrain=True recomputes)")
+        return out
+    if ctx.retrain or not same:
+        for name in ("train", "model.safetensors", "config.json", "metrics.json", PARAMS_FILE, "text_encoder"):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    params_path.write_text(json.dumps({**params, "complete": False}, indent=2, default=str))
+    action = "resuming" if (out / "train" / "last.pt").is_file() else "training"
+    print(f"pretrained {variant!r}: {action} ({cfg.loss} loss, sources {cfg.sources}, model {cfg.model})")
+    run_pretraining(cfg, Path(ctx.tables_dir), Path(ctx.output_dir), out, device=ctx.device, progress=progress)
+    params_path.write_text(json.dumps({**params, "complete": True}, indent=2, default=str))
+    return out
