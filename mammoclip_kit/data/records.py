@@ -300,8 +300,10 @@ def _attach_pngs(df: pd.DataFrame, png_dir: Path, relative_to: Path | None, data
     """Add ``png_path``; rows whose PNG is missing go to the dropped table (with the reason)."""
     paths = [_png_path(png_dir, p, i) for p, i in zip(df[patient_column], df["image_id"], strict=True)]
     exists = np.array([p.is_file() for p in paths], dtype=bool)
+    base = _relpath(png_dir, relative_to)  # resolve once; every PNG lies below png_dir
     df = df.copy()
-    df["png_path"] = [_relpath(p, relative_to) for p in paths]
+    df["png_path"] = [f"{base}/{p.relative_to(png_dir).as_posix()}" if relative_to is not None and not
+                      Path(base).is_absolute() else str(p) for p in paths]
     dropped = pd.DataFrame({"dataset": dataset, "image_id": df.loc[~exists, "image_id"],
                             "reason": [f"no PNG at {p}" for p, e in zip(paths, exists, strict=True) if not e]})
     if (~exists).any():
@@ -344,13 +346,13 @@ def parse_finding_categories(value: Any, source: str | os.PathLike, row: int) ->
         raise SchemaError(f"{where}: {error}") from None
 
 
-def _map_boxes(boxes: np.ndarray, image: pd.Series, manifest: pd.DataFrame | None, png_file: Path,
+def _map_boxes(boxes: np.ndarray, image: Mapping[str, Any], manifest_row: Mapping[str, Any] | None, png_file: Path,
                ) -> tuple[np.ndarray, str]:
     """Original → PNG coordinates: the manifest row when there is one, else scaling by the PNG size."""
-    if manifest is not None and image["image_id"] in manifest.index:
+    if manifest_row is not None:
         from mammoclip_kit.data.preprocess import original_to_png
 
-        return np.asarray(original_to_png(boxes, manifest.loc[image["image_id"]], clip=True), dtype=float), "manifest"
+        return np.asarray(original_to_png(boxes, manifest_row, clip=True), dtype=float), "manifest"
     from PIL import Image
 
     with Image.open(png_file) as handle:
@@ -429,13 +431,16 @@ def build_vindr(vindr_dir: str | os.PathLike, png_dir: str | os.PathLike, *, rel
                                             "ymax"])
     boxes = boxes[boxes["image_id"].isin(set(images["image_id"]))].reset_index(drop=True)
     by_image = images.set_index("image_id", drop=False)
+    with_boxes = set(boxes["image_id"])
+    manifest_rows = manifest[manifest.index.isin(with_boxes)].to_dict("index") if manifest is not None else {}
+    image_rows = by_image[by_image.index.isin(with_boxes)].to_dict("index")
     png_coords = np.zeros((len(boxes), 4))
     mapping = [""] * len(boxes)
-    for image_id, index in boxes.groupby("image_id", sort=False).groups.items():
-        image = by_image.loc[image_id]
-        positions = boxes.index.get_indexer(index)
-        original = boxes.loc[index, ["xmin", "ymin", "xmax", "ymax"]].to_numpy(dtype=float)
-        mapped, how = _map_boxes(original, image, manifest, _png_path(png_dir, image["patient_id"], image_id))
+    for image_id, positions in boxes.groupby("image_id", sort=False).indices.items():
+        image = image_rows[image_id]
+        original = boxes[["xmin", "ymin", "xmax", "ymax"]].to_numpy(dtype=float)[positions]
+        mapped, how = _map_boxes(original, image, manifest_rows.get(image_id),
+                                 _png_path(png_dir, image["patient_id"], image_id))
         png_coords[positions] = np.round(mapped, 3)
         for p in positions:
             mapping[p] = how
@@ -454,30 +459,36 @@ def image_findings(row: pd.Series | Mapping[str, Any]) -> list[str]:
     return [name for name in textlib.FINDING_NAMES if int(row[textlib.FINDING_COLUMNS[name]]) == 1]
 
 
+def _group_breasts(records_: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
+    """Rows grouped by (patient_id, laterality), groups in sorted key order, rows sorted by image_id."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in records_:
+        groups.setdefault((str(row["patient_id"]), str(row["laterality"])), []).append(row)
+    return {key: sorted(groups[key], key=lambda r: str(r["image_id"])) for key in sorted(groups)}
+
+
 def vindr_pretrain_table(images: pd.DataFrame) -> pd.DataFrame:
     """One row per patient × laterality from ``vindr_images``: ``views``, PNG lists per view, findings per view.
 
     Any number of images per view is accepted. A view's findings are the union over its images; ``No Finding`` only
     when none of them has a finding.
     """
+    all_views = list(dict.fromkeys(list(VIEW_ORDER) + (_view_order(images["view"]) if len(images) else [])))
+    finding_columns = [(n, textlib.FINDING_COLUMNS[n]) for n in textlib.FINDING_NAMES if n != "No Finding"]
     rows = []
-    all_views = _view_order(images["view"]) if len(images) else list(VIEW_ORDER)
-    for (patient_id, laterality), group in images.groupby(["patient_id", "laterality"], sort=True):
-        group = group.sort_values("image_id")
-        views = _view_order(group["view"])
-        row: dict[str, Any] = {"patient_id": patient_id, "laterality": laterality, "split": group["split"].iloc[0],
-                               "fold": int(group["fold"].iloc[0]), "density": int(group["density"].max()),
-                               "birads": int(group["birads"].max()), "views": views,
-                               "images": list(group["image_id"])}
-        for view in dict.fromkeys(list(VIEW_ORDER) + all_views):
-            in_view = group[group["view"] == view]
-            row[view] = list(in_view["png_path"])
-            found = [n for n in textlib.FINDING_NAMES if n != "No Finding"
-                     and in_view[textlib.FINDING_COLUMNS[n]].astype(int).any()]
-            row[f"{view}_findings"] = found or (["No Finding"] if len(in_view) else [])
+    for (patient_id, laterality), group in _group_breasts(images.to_dict("records")).items():
+        row: dict[str, Any] = {"patient_id": patient_id, "laterality": laterality, "split": group[0]["split"],
+                               "fold": int(group[0]["fold"]), "density": max(int(g["density"]) for g in group),
+                               "birads": max(int(g["birads"]) for g in group),
+                               "views": _view_order(g["view"] for g in group), "images": [g["image_id"] for g in group]}
+        for view in all_views:
+            in_view = [g for g in group if g["view"] == view]
+            row[view] = [g["png_path"] for g in in_view]
+            found = [name for name, column in finding_columns if any(int(g[column]) for g in in_view)]
+            row[f"{view}_findings"] = found or (["No Finding"] if in_view else [])
         rows.append(row)
     columns = ["patient_id", "laterality", "split", "fold", "density", "birads", "views", "images"]
-    for view in dict.fromkeys(list(VIEW_ORDER) + all_views):
+    for view in all_views:
         columns += [view, f"{view}_findings"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -532,12 +543,12 @@ class ReportTables:
     dropped: pd.DataFrame
 
 
-def _report_sections(row: Any, columns: Sequence[str]) -> tuple[str, str]:
+def _report_sections(row: Mapping[str, Any], columns: Sequence[str]) -> tuple[str, str]:
+    """(FINDINGS, IMPRESSION) of one image row: from their columns, or extracted from a free-text REPORT column."""
     if "FINDINGS" in columns or "IMPRESSION" in columns:
-        findings = getattr(row, "FINDINGS", None) if "FINDINGS" in columns else None
-        impression = getattr(row, "IMPRESSION", None) if "IMPRESSION" in columns else None
+        findings, impression = row.get("FINDINGS"), row.get("IMPRESSION")
         return (findings if isinstance(findings, str) else ""), (impression if isinstance(impression, str) else "")
-    sections = textlib.extract_sections(getattr(row, "REPORT", None))
+    sections = textlib.extract_sections(row.get("REPORT"))
     return sections.get("FINDINGS", ""), sections.get("IMPRESSION", "")
 
 
@@ -586,25 +597,24 @@ def build_reports(reports_dir: str | os.PathLike, png_dir: str | os.PathLike, *,
                           "and IMPRESSION (or one free-text REPORT column with FINDINGS: / IMPRESSION: headers)")
     df["view"] = df["view"].astype(str).str.strip()
     df, dropped = _attach_pngs(df, png_dir, Path(relative_to) if relative_to is not None else None, "reports")
-    all_views = _view_order(df["view"]) if len(df) else list(VIEW_ORDER)
+    all_views = list(dict.fromkeys(list(VIEW_ORDER) + (_view_order(df["view"]) if len(df) else [])))
     columns = list(df.columns)
     rows, texts, keys = [], [], []
     dropped_breasts = []
-    groups = df.groupby(["patient_id", "laterality"], sort=True)
-    for (patient_id, laterality), group in tqdm(groups, total=groups.ngroups, desc="reports", disable=not progress,
-                                                leave=False):
-        group = group.sort_values("image_id")
-        sections = [_report_sections(r, columns) for r in group.itertuples(index=False)]
+    groups = _group_breasts(df.to_dict("records"))
+    for (patient_id, laterality), group in tqdm(groups.items(), total=len(groups), desc="reports",
+                                                disable=not progress, leave=False):
+        sections = [_report_sections(r, columns) for r in group]
         sentence_lists = breast_texts([s[0] for s in sections if s[0]], [s[1] for s in sections if s[1]],
                                       laterality, config)
         if not sentence_lists:
-            dropped_breasts.append({"dataset": "reports", "image_id": ",".join(group["image_id"]),
+            dropped_breasts.append({"dataset": "reports", "image_id": ",".join(g["image_id"] for g in group),
                                     "reason": f"patient {patient_id} breast {laterality}: no report text left"})
             continue
         row: dict[str, Any] = {"patient_id": patient_id, "laterality": laterality,
-                               "views": _view_order(group["view"]), "images": list(group["image_id"])}
-        for view in dict.fromkeys(list(VIEW_ORDER) + all_views):
-            row[view] = list(group.loc[group["view"] == view, "png_path"])
+                               "views": _view_order(g["view"] for g in group), "images": [g["image_id"] for g in group]}
+        for view in all_views:
+            row[view] = [g["png_path"] for g in group if g["view"] == view]
         row["text"] = [" ".join(s) for s in sentence_lists]
         rows.append(row)
         texts.append(sentence_lists)
@@ -620,8 +630,8 @@ def build_reports(reports_dir: str | os.PathLike, png_dir: str | os.PathLike, *,
             augmented.append([" ".join(textlib.augment_sentences(s, rng, config.augment)) for s in lists])
     for row, aug in zip(rows, augmented, strict=True):
         row["text_augment"] = aug
-    table = pd.DataFrame(rows, columns=["patient_id", "laterality", "views", "images",
-                                        *dict.fromkeys(list(VIEW_ORDER) + all_views), "text", "text_augment"])
+    table = pd.DataFrame(rows, columns=["patient_id", "laterality", "views", "images", *all_views, "text",
+                                        "text_augment"])
     table["fold"] = assign_folds(table["patient_id"], n_folds) if len(table) else []
     if dropped_breasts:
         dropped = pd.concat([dropped, pd.DataFrame(dropped_breasts)], ignore_index=True)
