@@ -46,7 +46,10 @@ def load_model(checkpoint: str | Path, text_encoder: str | None = None, device: 
                              f"({', '.join(REFERENCE_SUFFIXES)})")
         from mammoclip_kit.models.reference import load_reference_checkpoint
 
-        model = load_reference_checkpoint(path, text_encoder=text_encoder)
+        loaded = load_reference_checkpoint(path, text_encoder=text_encoder)
+        model, report = loaded if isinstance(loaded, tuple) else (loaded, None)
+        if report is not None:
+            print(report.summary(), file=sys.stderr)
     else:
         raise FileNotFoundError(f"{path}: no such checkpoint folder or file")
     return model.to(pick_device(device)).eval()

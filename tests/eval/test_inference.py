@@ -16,6 +16,15 @@ from mammoclip_kit import inference
 from mammoclip_kit.data.transforms import resize_to
 from mammoclip_kit.eval import metrics
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on the shared 2-core machine two contending OpenMP threads are much slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 # ------------------------------------------------------------------------------------------------- scoring math
 
 
@@ -212,3 +221,30 @@ def test_predict_cli_errors_are_named(tmp_path, smoke_checkpoint, capsys):
     assert "nothing" in capsys.readouterr().err
     assert predict.main(["--checkpoint", str(smoke_checkpoint), "--image", str(tmp_path / "gone.png")]) == 2
     assert "gone.png" in capsys.readouterr().err
+
+
+def test_predict_loads_released_files_through_the_reference_loader(tmp_path, monkeypatch, capsys):
+    from mammoclip_kit import predict
+    from mammoclip_kit.models import reference
+
+    calls = []
+
+    class Report:
+        def summary(self) -> str:
+            return "coverage 100.0 %"
+
+    def fake_loader(path, text_encoder=None):
+        calls.append((path.name, text_encoder))
+        return TinyClip(), Report()
+
+    monkeypatch.setattr(reference, "load_reference_checkpoint", fake_loader)
+    released = tmp_path / "b2-model-best-epoch-10.tar"
+    released.write_bytes(b"")
+    model = predict.load_model(released, text_encoder="bert-folder")
+    assert isinstance(model, TinyClip) and not model.training
+    assert calls == [("b2-model-best-epoch-10.tar", "bert-folder")]
+    assert "coverage 100.0 %" in capsys.readouterr().err
+    other = tmp_path / "weights.bin"
+    other.write_bytes(b"")
+    with pytest.raises(ValueError, match="weights.bin"):
+        predict.load_model(other)
