@@ -129,8 +129,6 @@ class TextTowerConfig:
             raise ValueError(f"TextTowerConfig.kind must be one of {TEXT_KINDS}, got {self.kind!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"TextTowerConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.kind == "hf" and not self.name_or_path:
-            raise ValueError("TextTowerConfig(kind='hf') needs name_or_path (a hub id or a local folder)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -448,6 +446,8 @@ def create_text_tower(config: TextTowerConfig, texts: Iterable[str] | None = Non
     else:
         if source is None:
             source = minilm_path() if config.kind == "minilm" else config.name_or_path
+        if not source:
+            raise ValueError("TextTowerConfig(kind='hf') needs name_or_path (a hub id or a local folder)")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = load_hf_text_model(source, pretrained=config.pretrained, add_pooler=config.add_pooler)
