@@ -620,11 +620,24 @@ def ensure_cohort(ctx) -> Path:
     with _build_lock(root):
         if current():
             return root
+        _remove_stale_partials(root)
         print(f"building the {preset} teaching cohort (seed {seed}, {workers} worker(s)) ...")
         summary = make_cohort(root, preset=preset, seed=seed, workers=workers, **overrides)
     print(f"cohort ready: {summary['total_patients']} patients, {summary['total_images']} images in "
           f"{summary['seconds']:.1f} s")
     return root
+
+
+def _remove_stale_partials(root: Path) -> None:
+    """Delete ``.<name>.partial-<pid>`` folders left by builders that no longer run (a crash or Ctrl-C)."""
+    for partial in root.parent.glob(f".{root.name}.partial-*"):
+        try:
+            pid = int(partial.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)                   # raises if no such process
+        except ProcessLookupError:
+            shutil.rmtree(partial, ignore_errors=True)
+        except (ValueError, PermissionError, OSError):
+            continue
 
 
 @contextlib.contextmanager

@@ -302,10 +302,13 @@ def test_ensure_cohort_builds_once_and_checks_user_data(tmp_path: Path, monkeypa
         return real(*args, **kwargs)
 
     monkeypatch.setattr(syn, "make_cohort", counting)
+    stale = tmp_path / "cohort" / ".smoke.partial-999999999"  # left by a crashed builder (no such pid)
+    stale.mkdir(parents=True)
     section = {"preset": "smoke", "seed": 0, "workers": 1, "n_patients": 1, "image_scale": 0.05}
     ctx = SimpleNamespace(data_root=tmp_path / "cohort" / "smoke", is_cohort=True, profile="smoke",
                           params={"num_workers": None}, section=lambda name: dict(section))
     assert syn.ensure_cohort(ctx) == ctx.data_root and len(calls) == 1
+    assert not stale.exists()
     syn.ensure_cohort(ctx)
     assert len(calls) == 1                       # same parameters: reused
     section["seed"] = 1
