@@ -729,9 +729,11 @@ def run_sweep(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], 
             pd.DataFrame(new_rows).to_csv(csv_path, mode="a", header=not csv_path.is_file(), index=False)
 
     budgets = [(f, None) for f in cfg.fractions] + [(None, s) for s in cfg.shots]
+    fingerprints: list[str] = []
     for spec in encoders:
         encoder = spec.load()
         fingerprint = model_fingerprint(encoder)
+        fingerprints.append(fingerprint)
         features: dict[str, FeatureSet] = {}
         for task in tasks:
             table = tables[task.table]
@@ -800,6 +802,18 @@ def run_sweep(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], 
                       for name, ci in metrics.items()])
         del encoder
     new = pd.DataFrame(rows)
+    if done is not None and len(done):
+        # rows of earlier runs that this configuration still asks for (other encoders, tasks or budgets stay in the
+        # CSV but are not returned)
+        lp_budgets = {_budget_label(f, s) for f, s in budgets}
+        ft_budgets = {_budget_label(f, None) for f in cfg.finetune_fractions}
+        wanted = (done["encoder"].isin([e.name for e in encoders]) & done["fingerprint"].isin(fingerprints)
+                  & done["task"].isin([t.name for t in tasks])
+                  & (((done["method"] == "linear_probe") & done["budget"].isin(lp_budgets)
+                      & done["seed"].isin(cfg.seeds))
+                     | ((done["method"] == "finetune") & done["budget"].isin(ft_budgets)
+                        & done["seed"].isin(cfg.finetune_seeds) & done["encoder"].isin(cfg.finetune_encoders))))
+        done = done[wanted]
     result = pd.concat([d for d in (done, new) if d is not None and len(d)], ignore_index=True) \
         if (done is not None and len(done)) or len(new) else new
     result.attrs["timing"] = timing
@@ -1019,3 +1033,63 @@ def sweep_cfg_from_settings(section: dict[str, Any], seed_offset: int = 0) -> Sw
     cfg.seeds = [s + seed_offset for s in cfg.seeds]
     cfg.finetune_seeds = [s + seed_offset for s in cfg.finetune_seeds]
     return cfg
+
+
+def _context_from_args(argv: Sequence[str] | None, description: str) -> tuple[Any, Any]:
+    """Shared argparse front end of the probe and robustness CLIs: vocabulary parameters → RunContext."""
+    import argparse
+
+    from mammoclip_kit.context import make_context
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--profile", choices=("smoke", "classroom", "paper"), default=None)
+    parser.add_argument("--data-root", default=None, help="folder holding vindr/ and/or rsna/ (paper profile)")
+    parser.add_argument("--output-dir", default=None, help="default: runs/<profile>")
+    parser.add_argument("--checkpoint", default=None, help="released .tar or kit folder (encoder 'released')")
+    parser.add_argument("--text-encoder", default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--retrain", action="store_true", help="recompute features and sweep rows")
+    args = parser.parse_args(argv)
+    ctx = make_context(None, profile=args.profile, data_root=args.data_root, output_dir=args.output_dir,
+                       checkpoint=args.checkpoint, text_encoder=args.text_encoder, device=args.device, seed=args.seed,
+                       batch_size=args.batch_size, num_workers=args.num_workers, retrain=args.retrain)
+    return ctx, args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mammoclip_kit.eval.probe --profile paper --data-root DATA --checkpoint b5.tar --text-encoder BERT``
+
+    Runs the profile's data-efficiency sweep (notebook 06 without the narrative): CSV at
+    ``<output>/sweeps/data_efficiency.csv`` (resumable), figure at ``<output>/figures/06_data_efficiency.png``.
+    """
+    from mammoclip_kit.env import seed_everything
+
+    ctx, _ = _context_from_args(argv, "Data-efficiency sweep: linear probes and fine-tunes at label fractions.")
+    seed_everything(ctx.seed)
+    settings = ctx.section("data_efficiency")
+    cfg = sweep_cfg_from_settings(settings)
+    if ctx.params.get("batch_size") is not None:
+        cfg.batch_size = cfg.finetune.batch_size = int(ctx.params["batch_size"])
+    workers = int(ctx.param("num_workers", default=0) or 0)
+    cfg.finetune.num_workers = workers
+    tables = load_task_tables(ctx, cfg.tasks, settings.get("max_train_patients"), seed=ctx.seed,
+                              test_fold=cfg.rsna_test_fold, train_folds=cfg.rsna_train_folds)
+    encoders = encoder_specs(ctx, settings.get("encoders", ["random", "mammoclip"]),
+                             random_preset=settings.get("random_preset"),
+                             imagenet_weights=settings.get("imagenet_weights"))
+    start = time.perf_counter()
+    results = run_sweep(encoders, tables, cfg, root=ctx.output_dir, cache_dir=ctx.cache_dir,
+                        csv_path=ctx.output_dir / "sweeps" / "data_efficiency.csv", device=ctx.device,
+                        num_workers=workers, retrain=ctx.retrain, checkpoint_root=ctx.checkpoint_dir("finetune"))
+    print(f"sweep finished in {time.perf_counter() - start:.1f} s: {results.attrs['timing']}")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(sweep_table(results, metrics=["auc", "balanced_accuracy", "accuracy"]))
+    plot_sweep(results, path=ctx.figures_dir / "06_data_efficiency.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

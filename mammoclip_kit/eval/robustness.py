@@ -345,3 +345,45 @@ def robustness_cfg_from_settings(section: dict[str, Any]) -> RobustnessCfg:
         raise ValueError(f"robustness settings: unknown key(s) {unknown}; known: "
                          f"{sorted(RobustnessCfg.__dataclass_fields__)}")
     return RobustnessCfg(probe=probe, **section)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mammoclip_kit.eval.robustness --profile paper --data-root DATA --checkpoint b5.tar ...``
+
+    Runs the profile's shift grid and group hold-outs (notebook 08 without the narrative); CSVs under
+    ``<output>/sweeps/`` and figures under ``<output>/figures/``.
+    """
+    from mammoclip_kit.env import seed_everything
+    from mammoclip_kit.eval.probe import _context_from_args, encoder_specs, load_task_tables
+
+    ctx, _ = _context_from_args(argv, "Robustness: probes trained on clean data, evaluated under shifts / hold-outs.")
+    seed_everything(ctx.seed)
+    settings, efficiency = ctx.section("robustness"), ctx.section("data_efficiency")
+    cfg = robustness_cfg_from_settings(settings)
+    cfg.seed = ctx.seed
+    workers = int(ctx.param("num_workers", default=0) or 0)
+    tables = load_task_tables(ctx, cfg.tasks, efficiency.get("max_train_patients"), seed=ctx.seed,
+                              test_fold=cfg.rsna_test_fold, train_folds=cfg.rsna_train_folds)
+    encoders = encoder_specs(ctx, settings.get("encoders", ["random", "mammoclip"]),
+                             random_preset=efficiency.get("random_preset"),
+                             imagenet_weights=efficiency.get("imagenet_weights"))
+    results = run_shift_grid(encoders, tables, cfg, root=ctx.output_dir, cache_dir=ctx.cache_dir,
+                             csv_path=ctx.output_dir / "sweeps" / "robustness_shifts.csv", device=ctx.device,
+                             num_workers=workers, retrain=ctx.retrain)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(summarise_drops(results))
+    for column in settings.get("holdout", []):
+        for name, table in tables.items():
+            if column == "vendor" and column not in table.columns and ctx.is_cohort:
+                truth = pd.read_csv(ctx.data_root / "truth" / "images.csv", dtype={"image_id": str})
+                table = attach_groups(table, truth, "vendor", dataset=name)
+            if column in table.columns:
+                held = run_group_holdout(encoders, table, name, column, cfg, root=ctx.output_dir,
+                                         cache_dir=ctx.cache_dir, device=ctx.device, num_workers=workers,
+                                         csv_path=ctx.output_dir / "sweeps" / f"robustness_holdout_{name}_{column}.csv")
+                print(held.groupby(["task", "metric", "group", "severity"])["value"].mean().unstack())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
