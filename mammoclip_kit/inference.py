@@ -341,20 +341,26 @@ def zero_shot_probabilities(image_embeddings: torch.Tensor, class_emb: torch.Ten
     return logits.softmax(dim=-1)
 
 
-def zero_shot(images_or_embeddings: Any, model: Any, prompts: Mapping[str, Any], scoring: str = "ensemble",
+def zero_shot(images_or_embeddings: Any, model: Any, prompts: Mapping[str, Any] | None = None, scoring: str = "ensemble",
               batch_size: int = 16, device: Any = None, progress: bool = True, logit_scale: float | None = None,
               dicom_mode: str = "voi", index: Sequence[Any] | None = None) -> pd.DataFrame:
     """Per-image zero-shot probabilities for each task of ``prompts``.
 
     ``images_or_embeddings`` is a list of images (paths / arrays, embedded with :func:`embed_images`) or a 2-D
     ``torch.Tensor`` of image embeddings (reused, e.g. to compare prompt sets without re-embedding). ``prompts`` maps a
-    task to one entry per class (see :func:`normalize_prompts`); class 0 is the negative class of a binary task.
+    task to one entry per class (see :func:`normalize_prompts`); class 0 is the negative class of a binary task. ``None``
+    uses the kit's prompt sets (:data:`mammoclip_kit.data.text.PROMPTS`: mass, suspicious calcification, malignancy,
+    density A–D).
 
     Returns one row per image: for a binary task a column ``task`` = P(class 1); for a task with K > 2 classes columns
     ``task_p0 … task_p{K-1}`` and ``task_pred`` (the arg-max class). The index is ``index``, else the image file
     names for paths, else 0…N−1. ``scoring`` is ``"ensemble"`` (prompt ensemble, scaled by ``logit_scale`` or the
     model's learned scale) or ``"reference"`` (first prompt per class, raw cosine, no scale — spec §4.1).
     """
+    if prompts is None:
+        from mammoclip_kit.data.text import PROMPTS
+
+        prompts = PROMPTS
     parsed = normalize_prompts(prompts)
     if scoring not in ("ensemble", "reference"):
         raise ValueError(f"scoring must be 'ensemble' or 'reference', got {scoring!r}")

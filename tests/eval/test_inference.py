@@ -248,3 +248,9 @@ def test_predict_loads_released_files_through_the_reference_loader(tmp_path, mon
     other.write_bytes(b"")
     with pytest.raises(ValueError, match="weights.bin"):
         predict.load_model(other)
+
+
+def test_zero_shot_defaults_to_the_kit_prompt_sets():
+    out = inference.zero_shot(torch.randn(3, 8), TinyClip())
+    assert {"mass", "suspicious_calcification", "malignancy", "density_pred"} <= set(out.columns)
+    assert list(out.index) == [0, 1, 2]
