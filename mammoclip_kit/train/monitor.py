@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from mammoclip_kit.data.transforms import load_image, resize_to, to_model_input
 
-__all__ = ["HeldOutMonitor", "binary_auc", "retrieval_recall", "encode_texts", "encode_images"]
+__all__ = ["HeldOutMonitor", "binary_auc", "retrieval_recall", "encode_texts", "encode_images", "similarity_matrix"]
 
 
 def binary_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
@@ -138,3 +138,19 @@ class HeldOutMonitor:
             return out
         finally:
             model.train(was_training)
+
+
+@torch.no_grad()
+def similarity_matrix(model: Any, images: Sequence[str | Path], texts: Sequence[str], device: torch.device,
+                      image_size: Sequence[int] | None = None) -> np.ndarray:
+    """Cosine similarity of each image (rows) with each text (columns), model in eval mode for the call."""
+    size = tuple(image_size or model.config.image_size)
+    arrays = [resize_to(load_image(p), int(size[0]), int(size[1])) for p in images]
+    was_training = model.training
+    model.eval()
+    try:
+        img = encode_images(model, arrays, device)
+        txt = encode_texts(model, list(texts), device)
+    finally:
+        model.train(was_training)
+    return (img @ txt.T).numpy()

@@ -25,7 +25,7 @@ from mammoclip_kit.train.config import PretrainConfig, load_config
 from mammoclip_kit.train.distributed import DistInfo
 
 __all__ = ["ensure_pretrained", "pretrain_config", "run_pretraining", "build_datasets", "build_model",
-           "build_monitor", "PARAMS_FILE"]
+           "build_monitor", "heldout_pairs", "read_log", "PARAMS_FILE"]
 
 PARAMS_FILE = "pretrain_params.json"
 #: zero-shot task -> label column of vindr_images.csv
@@ -136,6 +136,24 @@ def build_monitor(cfg: PretrainConfig, tables_dir: Path, root: Path, image_size:
     return HeldOutMonitor(**kwargs)
 
 
+def heldout_pairs(tables_dir: Path, root: Path, n: int = 8, val_fold: int = 0, seed: int = 0) -> tuple[list, list]:
+    """``n`` held-out (validation-fold) breasts with distinct texts: (first image path, first text) each."""
+    table = _read(Path(tables_dir) / "reports_pretrain.csv")
+    val = table[table["fold"].astype(int) == val_fold]
+    order = np.random.default_rng(seed).permutation(len(val))
+    images, texts = [], []
+    for i in order:
+        row = val.iloc[int(i)]
+        views = [v for v in as_list(row.get("views", row.get("view"))) if as_list(row.get(v))]
+        text = next((str(t) for t in as_list(row["text"]) if str(t).strip()), None)
+        if views and text and text not in texts:
+            images.append(Path(root) / as_list(row[views[0]])[0])
+            texts.append(text)
+        if len(texts) == n:
+            break
+    return images, texts
+
+
 def run_pretraining(cfg: PretrainConfig, tables_dir: Path, root: Path, out_dir: Path, device: Any = None,
                     dist_info: DistInfo | None = None, resume: bool = True, progress: bool = True,
                     stop_at_step: int | None = None) -> Any:
@@ -220,3 +238,9 @@ def ensure_pretrained(ctx: Any, variant: str = "mammoclip", progress: bool = Tru
     run_pretraining(cfg, Path(ctx.tables_dir), Path(ctx.output_dir), out, device=ctx.device, progress=progress)
     params_path.write_text(json.dumps({**params, "complete": True}, indent=2, default=str))
     return out
+
+
+def read_log(checkpoint: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-step training log and the per-epoch validation log of a checkpoint folder."""
+    folder = Path(checkpoint) / "train"
+    return pd.read_csv(folder / "log.csv"), pd.read_csv(folder / "val.csv")
