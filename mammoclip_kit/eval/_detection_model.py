@@ -33,7 +33,7 @@ import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -99,7 +99,6 @@ class DetectorConfig:
     score_threshold: float = 0.05
     nms_iou: float = 0.5
     detections_per_image: int = 100
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.image_size is not None:
