@@ -609,6 +609,16 @@ def ensure_cohort(ctx) -> Path:
     workers = int(ctx.params.get("num_workers") or section.get("workers") or 1)
     overrides = {k: section[k] for k in ("n_patients", "image_scale", "prevalence", "vendors", "conspicuity")
                  if section.get(k) is not None}
+    return ensure_cohort_at(root, preset=preset, seed=seed, workers=workers, **overrides)
+
+
+def ensure_cohort_at(root: str | Path, preset: str = "smoke", seed: int = 0, workers: int = 1,
+                     **overrides: Any) -> Path:
+    """Build a cohort at ``root`` unless ``cohort.json`` there records exactly these parameters; returns ``root``.
+
+    Safe to call from several processes at once: one builds (under a lock next to ``root``), the others wait and reuse.
+    """
+    root = Path(root)
     cfg = resolve_config(preset, **overrides)
 
     def current() -> bool:
