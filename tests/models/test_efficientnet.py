@@ -248,3 +248,33 @@ def test_drop_connect_and_dropout_only_in_training():
         assert not torch.equal(model(x), model(x))
     rates = [spec.drop_connect for spec in model.block_specs]
     assert rates[0] == 0.0 and rates == sorted(rates) and rates[-1] == pytest.approx(0.5 * (len(rates) - 1) / len(rates))
+
+
+@pytest.mark.parametrize("arch, size", [("b2", (190, 114)), ("b5", (114, 72))])
+def test_static_mode_matches_the_upstream_lukemelas_port(arch, size):
+    """The released encoders are a copy of lukemelas/EfficientNet-PyTorch (spec §2.2); the kit's static mode must give
+    its outputs (1e-5), while dynamic padding must not (the bold cells of the spec's table)."""
+    from efficientnet_pytorch import EfficientNet as Upstream
+
+    torch.manual_seed(0)
+    ours = efficientnet(arch).eval()
+    for module in ours.modules():  # moderate BN statistics: 23–39 blocks must not blow up or vanish
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.uniform_(0.8, 1.2)
+            module.bias.data.uniform_(-0.2, 0.2)
+    upstream = Upstream.from_name(f"efficientnet-{arch}").eval()
+    result = upstream.load_state_dict(ours.state_dict(), strict=False)
+    assert result.missing_keys == ["_fc.weight", "_fc.bias"] and result.unexpected_keys == []  # same names
+    dynamic = efficientnet(arch, padding="dynamic").eval()
+    dynamic.load_state_dict(ours.state_dict())
+    x = torch.randn(1, 3, *size)
+    with torch.inference_mode():
+        expected_map = upstream.extract_features(x)
+        expected = expected_map.mean(dim=(2, 3))
+        got_map, got = ours.forward_features(x), ours(x)
+        assert expected.abs().max() > 0.05
+        assert torch.allclose(got_map, expected_map, atol=1e-5, rtol=1e-5)
+        assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+        assert (dynamic(x) - expected).abs().max() > 1e-3
