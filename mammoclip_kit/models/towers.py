@@ -304,16 +304,27 @@ def _check_source(source: str | os.PathLike) -> str:
     return str(path) if path.is_dir() else source
 
 
+def _unavailable(source: str, error: Exception) -> str:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (f"text encoder {source!r} could not be loaded ({first}). Offline, pass a local folder that holds the "
+            "model (config.json, weights, tokenizer files): create_model(..., text_encoder=FOLDER) or "
+            "load_reference_checkpoint(..., text_encoder=FOLDER); a released checkpoint's image tower also loads with "
+            "image_only=True; for teaching runs use text={'kind': 'small-bert'} or {'kind': 'minilm'}")
+
+
 def load_hf_text_model(source: str | os.PathLike, pretrained: bool = True, add_pooler: bool = True) -> nn.Module:
     """An ``AutoModel`` from a hub id or folder; ``pretrained=False`` builds it from its config with random weights."""
     from transformers import AutoConfig, AutoModel
 
     source = _check_source(source)
     kwargs = _hf_kwargs(source)
-    if pretrained:
-        model = AutoModel.from_pretrained(source, **kwargs)
-    else:
-        model = AutoModel.from_config(AutoConfig.from_pretrained(source, **kwargs))
+    try:
+        if pretrained:
+            model = AutoModel.from_pretrained(source, **kwargs)
+        else:
+            model = AutoModel.from_config(AutoConfig.from_pretrained(source, **kwargs))
+    except OSError as error:
+        raise OSError(_unavailable(source, error)) from error
     if not add_pooler and getattr(model, "pooler", None) is not None:
         model.pooler = None
     return model
@@ -324,7 +335,10 @@ def load_tokenizer(source: str | os.PathLike, max_length: int | None = None):
     from transformers import AutoTokenizer
 
     source = _check_source(source)
-    tokenizer = AutoTokenizer.from_pretrained(source, **_hf_kwargs(source))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **_hf_kwargs(source))
+    except OSError as error:
+        raise OSError(_unavailable(source, error)) from error
     tokenizer.padding_side = "right"
     if max_length is not None and (tokenizer.model_max_length is None or tokenizer.model_max_length > 10**6):
         tokenizer.model_max_length = max_length
