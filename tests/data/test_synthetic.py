@@ -380,3 +380,21 @@ def test_cohort_metrics_and_figures(cohort: Path):
     assert len(masses) >= 2 and (masses["contrast"] > 0.02).all()  # masses survive the resize to model size
     with pytest.raises(KeyError, match="no patient 'nobody'"):
         syn.show_exam(cohort, "nobody")
+
+
+def test_masks_label_each_lesion_inside_its_box(cohort: Path):
+    import cv2
+
+    images = _read(cohort, "truth/images.csv").set_index("image_id")
+    lesions = _read(cohort, "truth/lesions.csv")
+    assert lesions["mask_path"].notna().all()
+    for _, les in lesions.iterrows():
+        mask = cv2.imread(str(cohort / les.mask_path), cv2.IMREAD_UNCHANGED)
+        img = images.loc[les.image_id]
+        assert mask.shape == (img.height, img.width) and mask.dtype == np.uint8
+        ys, xs = np.nonzero(mask == les.mask_label)
+        assert ys.size > 0, f"{les.finding} of {les.image_id} has no mask pixels"
+        if les.finding in ("Mass", "Focal Asymmetry", "Intramammary Lymph Node"):
+            # The box is drawn around the lesion body: most of the mask lies inside it.
+            inside = (xs >= les.xmin) & (xs <= les.xmax) & (ys >= les.ymin) & (ys <= les.ymax)
+            assert inside.mean() > 0.6
