@@ -806,6 +806,7 @@ def benchmark(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--width", type=int, default=912)
     parser.add_argument("--bits", type=int, default=8, help="voi mode bit depth")
     parser.add_argument("--phantom-size", default="3328x2560", help="rows x columns of synthetic phantoms")
+    parser.add_argument("--phantoms", action="store_true", help="use synthetic phantoms even when the cohort exists")
     args = parser.parse_args(list(argv or []))
     cv2.setNumThreads(1)
 
@@ -814,7 +815,7 @@ def benchmark(argv: Sequence[str] | None = None) -> dict[str, float]:
         cohort = env.default_data_root() / "cohort" / "classroom" / "vindr" / "images"
         if args.source is not None:
             sources, origin = find_sources(args.source)[: args.n], str(args.source)
-        elif cohort.is_dir() and any(cohort.glob("*/*.dicom")):
+        elif not args.phantoms and cohort.is_dir() and any(cohort.glob("*/*.dicom")):
             sources, origin = sorted(cohort.glob("*/*.dicom"))[: args.n], "classroom cohort (vindr)"
         else:
             rows, cols = (int(v) for v in args.phantom_size.lower().split("x"))
