@@ -179,7 +179,12 @@ def read_reference_file(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: checkpoint file not found")
     try:
         with torch.serialization.safe_globals(_allowed_globals()):
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            try:  # memory-mapped: the optimizer state (2/3 of a released file) is never read from disk
+                data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:
+                if "mmap" not in str(error):
+                    raise
+                data = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as error:
         message = str(error)
         found = re.search(r"GLOBAL ([\w.]+)", message) or re.search(r"function (\S+)", message)

@@ -155,3 +155,16 @@ def test_config_name_and_weight_shapes_must_agree(tmp_path, tiny_bert):
     torch.save(data, tmp_path / "mislabelled.tar")
     with pytest.raises(ValueError, match="shapes of b2"):
         load_reference_checkpoint(tmp_path / "mislabelled.tar", image_only=True)
+
+
+def test_legacy_format_ddp_prefix_and_shape_only_arch(b2_reference, tmp_path):
+    direct, path = b2_reference
+    data = read_reference_file(path)
+    data["model"] = OrderedDict((f"module.{k}", v) for k, v in data["model"].items())  # saved from the DDP wrapper
+    del data["config"]["model"]["image_encoder"]  # no encoder name: the variant comes from the weight shapes
+    legacy = tmp_path / "legacy.tar"
+    torch.save(data, legacy, _use_new_zipfile_serialization=False)
+    model, report = load_reference_checkpoint(legacy, image_only=True)
+    assert report.arch == "b2" and report.arch_source == "weight shapes" and report.coverage == 100.0
+    with torch.inference_mode():
+        assert torch.equal(model.encode_image(_images(2)), direct.encode_image(_images(2)))
