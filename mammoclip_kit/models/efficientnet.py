@@ -28,7 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from mammoclip_kit.models.padding import PADDING_MODES, as_pair, create_conv2d, output_size
 
 __all__ = ["EfficientNetConfig", "EfficientNet", "StageSpec", "BlockSpec", "efficientnet", "VARIANTS", "list_variants",
-           "round_filters", "round_repeats", "BASE_STAGES"]
+           "round_filters", "round_repeats", "BASE_STAGES", "reference_taps"]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mammoclip_kit.models.efficientnet import EfficientNet, efficientnet
+from mammoclip_kit.models.efficientnet import efficientnet
 
 __all__ = ["ImageTowerConfig", "TextTowerConfig", "TimmImageTower", "TextTower", "create_image_tower",
            "create_text_tower", "pool_hidden", "train_wordpiece", "small_bert", "build_small_bert", "minilm_path",
@@ -469,7 +469,3 @@ def create_text_tower(config: TextTowerConfig, texts: Iterable[str] | None = Non
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return TextTower(model, config.pooling), tokenizer
-
-
-def is_efficientnet(module: nn.Module) -> bool:
-    return isinstance(module, EfficientNet)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mammoclip_kit.models.efficientnet import efficientnet, round_filters, round_repeats
+from mammoclip_kit.models.efficientnet import efficientnet, reference_taps, round_filters, round_repeats
 from mammoclip_kit.models.padding import Conv2dDynamicSame, same_padding
 
 # Stage layout of the released encoders as stated in reference-spec §2.2: (first block, last block, kernel, stride,
@@ -146,6 +146,7 @@ def test_detector_taps():
         b5, b2 = efficientnet("b5"), efficientnet("b2")
     assert b5.default_taps == (26, 37) and b5.tap_channels() == [176, 512]
     assert b2.default_taps == (15, 21) and b2.tap_channels() == [120, 352]
+    assert reference_taps("b5") == b5.default_taps and reference_taps("b2") == b2.default_taps
     micro = efficientnet("micro", padding="dynamic")
     first, second = micro.default_taps
     assert micro.block_reduction(first) == 16 and micro.block_reduction(second) == 32
