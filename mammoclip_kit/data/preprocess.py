@@ -86,7 +86,8 @@ IMAGE_SOURCES: dict[str, str] = {
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "image_id", "patient_id", "source", "output", "orig_height", "orig_width", "crop_x0", "crop_y0", "crop_x1",
     "crop_y1", "out_height", "out_width", "scale_x", "scale_y", "mode", "bits", "photometric", "bits_stored",
-    "transfer_syntax", "manufacturer", "laterality", "view", "voi", "roi_contiguous", "settings",
+    "transfer_syntax", "manufacturer", "laterality", "view", "voi", "roi_contiguous", "settings", "source_bytes",
+    "source_mtime_ns",
 )
 ERROR_COLUMNS: tuple[str, ...] = ("source", "patient_id", "image_id", "error", "message")
 
@@ -414,6 +415,7 @@ def _write_png(dst: Path, image: np.ndarray) -> None:
 
 def _row(src: Path, dst: Path, image: DicomImage, result: Processed, cfg: PreprocessCfg) -> dict[str, Any]:
     patient_id, image_id = _ids(src)
+    stat = src.stat()
     x0, y0, x1, y1 = result.crop
     out_h, out_w = result.image.shape
     meta = image.meta
@@ -426,6 +428,8 @@ def _row(src: Path, dst: Path, image: DicomImage, result: Processed, cfg: Prepro
         "transfer_syntax": meta["transfer_syntax"], "manufacturer": meta["manufacturer"],
         "laterality": meta["laterality"], "view": meta["view"], "voi": result.voi,
         "roi_contiguous": result.roi_contiguous, "settings": cfg.key,
+        # Resume redoes an image whose source changed (e.g. a regenerated cohort), not only a missing PNG.
+        "source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns,
     }
 
 
@@ -553,6 +557,15 @@ def _relative(path: Path, root: Path | None) -> str:
     return str(path)
 
 
+def _same_source(row: Mapping[str, Any], src: Path) -> bool:
+    """True when ``src`` still has the size and modification time recorded in its manifest ``row``."""
+    try:
+        stat = src.stat()
+        return int(row["source_bytes"]) == stat.st_size and int(row["source_mtime_ns"]) == stat.st_mtime_ns
+    except (KeyError, TypeError, ValueError, OSError):
+        return False
+
+
 def _job(args: tuple[str, str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """Worker body: convert one file; never raises (failures come back as an error record)."""
     src, dst, cfg_fields = args
@@ -645,7 +658,7 @@ def preprocess_many(sources: Iterable[str | os.PathLike], out_dir: str | os.Path
         claimed[rel_out] = rel_src
         old = existing.get(rel_out)
         if (old is not None and str(old.get("settings")) == cfg.key and str(old.get("source")) == rel_src
-                and (out_dir / rel_out).is_file()):
+                and _same_source(old, src) and (out_dir / rel_out).is_file()):
             kept[rel_out] = old
             skipped += 1
             continue

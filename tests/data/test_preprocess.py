@@ -249,10 +249,13 @@ def test_broken_corpus_resume_and_no_phi(tmp_path, capsys):
     again = preprocess_many(sources, out, mode="voi", height=100, width=60, root=tmp_path / "data", progress=False)
     assert (again.converted, again.skipped, again.failed) == (0, 2, 6)
     assert _all_files(out) == before
-    # A deleted output is redone, and different settings redo everything.
+    # A deleted output is redone, so is a changed source, and different settings redo everything.
     (out / "good" / "ok2.png").unlink()
     third = preprocess_many(sources, out, mode="voi", height=100, width=60, root=tmp_path / "data", progress=False)
     assert (third.converted, third.skipped) == (1, 1)
+    _phantom_file(tmp_path / "data" / "good" / "ok1.dcm", 9, attributes=PHI)  # regenerated with other pixels
+    redo = preprocess_many(sources, out, mode="voi", height=100, width=60, root=tmp_path / "data", progress=False)
+    assert (redo.converted, redo.skipped) == (1, 1)
     fourth = preprocess_many(sources, out, mode="paper", height=100, width=60, root=tmp_path / "data",
                              progress=False)
     assert (fourth.converted, fourth.skipped) == (2, 0)
