@@ -120,19 +120,20 @@ def benchmark(argv: Sequence[str] | None = None) -> dict[str, float]:
 
     for _ in range(args.warmup):
         step()
-    times = []
+    times, cpu_start = [], time.process_time()
     for _ in range(args.steps):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
+    cpu_per_step = (time.process_time() - cpu_start) / args.steps
     per_step = sum(times) / len(times)
     views = 2 if args.loss == "mvs" else 1
     result = {"step_s": per_step, "img_per_s": args.batch * views / per_step, "breasts_per_s": args.batch / per_step,
-              "peak_mem_gb": _peak_memory_gb(device)}
+              "peak_mem_gb": _peak_memory_gb(device), "cpu_s_per_step": cpu_per_step}
     print(f"pretrain {args.preset} {height}x{width} batch {args.batch} ({args.loss}: {views} image(s) + {views} "
           f"text(s) of {text_len} tokens per breast) on {device}; text tower {text_desc}")
     print(f"  amp={args.amp} channels_last={args.channels_last} grad_checkpointing={args.grad_checkpointing} "
           f"compile={args.compile} threads={torch.get_num_threads()} warmup={args.warmup} steps={args.steps}")
     print(f"  {result['img_per_s']:.3f} img/s, {per_step:.3f} s/step (min {min(times):.3f}), "
-          f"peak memory {result['peak_mem_gb']:.2f} GB ({'CUDA max allocated' if device.type == 'cuda' else 'CPU peak RSS'})")
+          f"process CPU time {cpu_per_step:.3f} s/step, peak memory {result['peak_mem_gb']:.2f} GB ({'CUDA max allocated' if device.type == 'cuda' else 'CPU peak RSS'})")
     return result
