@@ -159,10 +159,8 @@ class Processed:
 # Paper mode (reference-spec.md §5)
 
 
-def paper_scale(pixels: np.ndarray, photometric: str, border: int = PAPER_BORDER) -> np.ndarray:
-    """Steps 1–3 of the reference: trim ``border`` px, invert MONOCHROME1 as ``max − x``, min–max to uint8 (floor)."""
-    x = np.asarray(pixels, dtype=np.float64)[border:-border, border:-border] if border else np.asarray(
-        pixels, dtype=np.float64)
+def _paper_values(x: np.ndarray, photometric: str) -> np.ndarray:
+    """The reference's float64 arithmetic of steps 2–3 on ``x`` (inversion, min subtraction, / max, × 255, floor)."""
     if photometric == "MONOCHROME1":
         x = x.max() - x
     x = x - x.min()
@@ -171,6 +169,23 @@ def paper_scale(pixels: np.ndarray, photometric: str, border: int = PAPER_BORDER
         raise PreprocessError("constant image after the border trim: min–max scaling is undefined "
                               "(the reference would write NaN)")
     return (x / peak * 255.0).astype(np.uint8)
+
+
+def paper_scale(pixels: np.ndarray, photometric: str, border: int = PAPER_BORDER) -> np.ndarray:
+    """Steps 1–3 of the reference: trim ``border`` px, invert MONOCHROME1 as ``max − x``, min–max to uint8 (floor).
+
+    Integer images go through a lookup table holding, for every stored value between the minimum and the maximum, the
+    result of exactly the same float64 operations: the output is identical and ~10× faster on full-size mammograms.
+    """
+    x = pixels[border:-border, border:-border] if border else pixels
+    if np.issubdtype(x.dtype, np.integer):
+        low, high = int(x.min()), int(x.max())
+        if high - low < 1 << 17:
+            domain = np.arange(low, high + 1, dtype=np.float64)
+            # min/max of the domain equal those of the image, so the table reproduces the per-pixel arithmetic.
+            table = _paper_values(domain, photometric)
+            return table[(x.astype(np.int64) - low) if low else x]
+    return _paper_values(np.asarray(x, dtype=np.float64), photometric)
 
 
 def longest_run_indices(flags: np.ndarray) -> np.ndarray:
@@ -219,11 +234,12 @@ def paper_roi(image8: np.ndarray, threshold: int = PAPER_THRESHOLD, band: float 
 def _process_paper(image: DicomImage, cfg: PreprocessCfg, keep_steps: bool) -> Processed:
     scaled = paper_scale(image.pixels, image.photometric)
     rows, cols = paper_roi(scaled)
-    roi = scaled[np.ix_(rows, cols)]
+    contiguous = bool(cols[-1] - cols[0] + 1 == cols.size and rows[-1] - rows[0] + 1 == rows.size)
+    # Tied runs select non-adjacent rows/columns (kept as the reference does); usually it is one rectangle.
+    roi = scaled[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] if contiguous else scaled[np.ix_(rows, cols)]
     out = cv2.resize(roi, (cfg.width, cfg.height), interpolation=cv2.INTER_AREA)
     b = PAPER_BORDER
     crop = (int(cols[0]) + b, int(rows[0]) + b, int(cols[-1]) + 1 + b, int(rows[-1]) + 1 + b)
-    contiguous = bool(cols[-1] - cols[0] + 1 == cols.size and rows[-1] - rows[0] + 1 == rows.size)
     steps: dict[str, Any] = {}
     if keep_steps:
         threshold = scaled.copy()
@@ -847,18 +863,19 @@ def benchmark(argv: Sequence[str] | None = None) -> dict[str, float]:
                                 bits=8 if mode == "paper" else args.bits)
             _convert(Path(sources[0]), tmp_path / "warmup.png", cfg)  # imports and first-call costs
             failed = 0
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for i, src in enumerate(sources):
                 try:
                     _convert(Path(src), tmp_path / mode / f"{i}.png", cfg)
                 except (DicomError, PreprocessError) as exc:
                     failed += 1
                     print(f"  skipped: {exc}")
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             done = len(sources) - failed
             rates[mode] = done / seconds if seconds > 0 else float("nan")
+            # CPU time shows what an idle core would do when the machine is shared (wall time then includes waiting).
             print(f"  {mode:<6} {done} images in {seconds:.2f} s = {rates[mode]:.2f} images/s per core "
-                  f"({1000 * seconds / max(done, 1):.0f} ms/image)")
+                  f"({1000 * seconds / max(done, 1):.0f} ms/image; {done / max(cpu, 1e-9):.2f} images per CPU-second)")
     return rates
 
 
