@@ -1,0 +1,75 @@
+"""The smoke model preset trains end to end from tables; ensure_pretrained loads, resumes or retrains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from tiny_model import make_pairs
+
+from mammoclip_kit.context import RunContext
+from mammoclip_kit.data.records import write_table
+from mammoclip_kit.models.clip import from_pretrained
+from mammoclip_kit.train import ensure_pretrained, pretrain_config
+from mammoclip_kit.train.config import PretrainConfig
+from mammoclip_kit.train.monitor import similarity_matrix
+from mammoclip_kit.train.pipeline import heldout_pairs, read_log, run_pretraining
+
+SMOKE = Path(__file__).resolve().parents[2] / "configs" / "pretrain" / "smoke.yaml"
+
+
+def _tables(root: Path, n: int = 16) -> Path:
+    rows = make_pairs(root, n=n)
+    tables = root / "tables"
+    write_table(rows.drop(columns=["mass"]), tables / "reports_pretrain.csv")
+    vindr = rows[["patient_id", "laterality", "views", "CC", "MLO"]].assign(
+        split=["test" if i < 4 else "training" for i in range(n)],
+        CC_findings=[["Mass"] if m else ["No Finding"] for m in rows["mass"]],
+        MLO_findings=[["Mass"] if m else ["No Finding"] for m in rows["mass"]])
+    write_table(vindr, tables / "vindr_pretrain.csv")
+    images = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "split": vindr["split"],
+                           "png_path": [c[0] for c in rows["CC"]], "Mass": rows["mass"]})
+    write_table(images, tables / "vindr_images.csv")
+    return tables
+
+
+def test_smoke_preset_trains_end_to_end_and_loss_decreases(tmp_path: Path) -> None:
+    tables = _tables(tmp_path)
+    cfg = PretrainConfig(model="smoke", image_size=[48, 32], sources=["reports", "vindr"], epochs=5, batch_size=4,
+                         lr=2e-3, warmup_epochs=0.5, augment=False, tensorboard=False, seed=0)
+    result = run_pretraining(cfg, tables, tmp_path, tmp_path / "ckpt", progress=False)
+    losses = result.train_losses
+    assert result.steps == 30 and not result.interrupted   # (12 reports + 12 vindr training rows) / 4 × 5 epochs
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
+    metrics = json.loads((tmp_path / "ckpt" / "metrics.json").read_text())
+    assert metrics["best"]["zs_n_images"] == 4 and 0.0 <= metrics["best"]["zs_mass_auc"] <= 1.0
+    log, val = read_log(tmp_path / "ckpt")
+    assert len(log) == 30 and set(val["epoch"]) == set(range(1, 6))
+    model = from_pretrained(tmp_path / "ckpt")   # the best-by-validation-loss model in the kit format
+    images, texts = heldout_pairs(tables, tmp_path, n=2)
+    assert len(set(texts)) == 2
+    sim = similarity_matrix(model, images, texts, torch.device("cpu"))
+    assert sim.shape == (2, 2) and abs(sim).max() <= 1.0 + 1e-5
+
+
+def test_ensure_pretrained_loads_resumes_and_retrains(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _tables(tmp_path / "out", n=12)
+    settings = {"pretrain": {"config": str(SMOKE), "overrides": {"image_size": [48, 32], "epochs": 1,
+                                                                  "max_steps": None, "tensorboard": False}}}
+    params = {"max_steps": None, "batch_size": None, "num_workers": None, "text_encoder": None, "retrain": False}
+    ctx = RunContext(profile="smoke", data_root=tmp_path / "none", output_dir=tmp_path / "out",
+                     device=torch.device("cpu"), seed=0, settings=settings, params=params, is_cohort=False)
+    assert pretrain_config(ctx, "clip").loss == "clip"
+    folder = ensure_pretrained(ctx, "clip", progress=False)
+    assert folder == ctx.checkpoint_dir("clip") and (folder / "model.safetensors").is_file()
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    ensure_pretrained(ctx, "clip", progress=False)
+    assert "loading" in capsys.readouterr().out
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    ctx.params["batch_size"] = 2   # another parameter: retrained
+    ensure_pretrained(ctx, "clip", progress=False)
+    assert json.loads((folder / "pretrain_params.json").read_text())["config"]["batch_size"] == 2
+    assert (folder / "model.safetensors").stat().st_mtime_ns != stamp
