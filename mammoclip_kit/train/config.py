@@ -78,6 +78,7 @@ class PretrainConfig:
     log_every_steps: int = 1
     tensorboard: bool = True
     monitor_every_epochs: int = 1                 # zero-shot / retrieval on held-out data (0 = only at the end)
+    monitor_on_improve: bool = True               # also whenever the validation loss improves (the saved model)
     monitor_max_images: int | None = 400          # cap on held-out images embedded per evaluation
     zero_shot_task: str = "mass"                  # held-out zero-shot task (VinDr test split, PROMPTS[task])
     recall_k: list[int] = field(default_factory=lambda: [1, 5, 10])

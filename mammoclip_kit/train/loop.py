@@ -411,6 +411,8 @@ def train(cfg: PretrainConfig, model: nn.Module, train_data: Dataset, val_data: 
                       history, epoch, step, n_epochs, total_steps, out_dir, main)
         save(epoch + 1, 0)
     logs.close()
+    if not interrupted and main and monitor is not None and not any(k.startswith(("zs_", "retrieval_")) for k in best):
+        best.update(_monitor_saved_model(model, out_dir, monitor, device, cfg.channels_last))
     wall = elapsed_before + time.perf_counter() - started
     metrics: dict[str, Any] = {}
     if not interrupted and main:
@@ -423,6 +425,22 @@ def train(cfg: PretrainConfig, model: nn.Module, train_data: Dataset, val_data: 
     barrier()
     return TrainResult(out_dir=out_dir, steps=step, epochs=epoch + 1, interrupted=interrupted, wall_time_s=wall,
                        train_losses=losses, metrics=metrics)
+
+
+def _monitor_saved_model(model: nn.Module, out_dir: Path, monitor: Any, device: torch.device,
+                         channels_last: bool) -> dict[str, Any]:
+    """Held-out metrics of the saved (best) weights, restoring the final weights afterwards."""
+    from safetensors.torch import load_file
+
+    final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    saved = load_file(str(out_dir / "model.safetensors"), device=str(device))
+    model.load_state_dict(saved, strict=False)
+    model.eval()
+    try:
+        return dict(monitor(model, device, channels_last))
+    finally:
+        model.load_state_dict(final)
+        model.train()
 
 
 def _json_default(value: Any) -> Any:
@@ -441,7 +459,8 @@ def _end_of_epoch(cfg: PretrainConfig, module: ContrastiveModule, model: nn.Modu
     last = epoch + 1 == n_epochs or step >= total_steps
     improved = not math.isfinite(row["val_loss"]) or not row["val_loss"] >= best["val_loss"]
     every = cfg.monitor_every_epochs
-    if main and monitor is not None and (last or improved or (every and (epoch + 1) % every == 0)):
+    due = last or (improved and cfg.monitor_on_improve) or (every and (epoch + 1) % every == 0)
+    if main and monitor is not None and due:
         was_training = model.training
         model.eval()
         try:
