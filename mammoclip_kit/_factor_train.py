@@ -1,0 +1,344 @@
+"""Mammo-FActOR, part 1: attribute text embeddings, the per-attribute channel mappers, the loss and their training.
+
+Spec §6 (reference-spec.md): each channel of the frozen image tower's last feature map is a "region" described by its
+flattened spatial activation (h·w values). One small mapper per attribute (Linear–ReLU–Linear) sends every channel's
+descriptor into the text space; training pulls, for each image that has the attribute, its best-aligned channel
+towards the attribute's text embedding, and pushes the best channels of images without it away (§6.3).
+
+Public names are re-exported by :mod:`mammoclip_kit.factor`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: The attributes of the paper and the VinDr table column / box finding name of each.
+ATTRIBUTES: dict[str, dict[str, str]] = {
+    "mass": {"column": "Mass", "finding": "Mass"},
+    "suspicious_calcification": {"column": "Suspicious_Calcification", "finding": "Suspicious Calcification"},
+}
+
+#: How a report sentence is recognised as *stating* an attribute: a keyword, and words that disqualify the sentence
+#: (negations, and benign calcification types that are not "suspicious calcification").
+SENTENCE_RULES: dict[str, tuple[str, str]] = {
+    "mass": (r"\bmass(es)?\b", r"\b(no|not|without|negative|nor|obscure|obscures)\b"),
+    "suspicious_calcification": (r"calcification", r"\b(no|not|without|negative|nor|benign|vascular|rim|coarse|"
+                                                  r"round|tram)\b"),
+}
+
+
+@dataclass
+class FactorConfig:
+    """Settings of Mammo-FActOR (the ``factor:`` section of a profile)."""
+
+    attributes: tuple[str, ...] = ("mass", "suspicious_calcification")
+    hidden: int | None = None        # mapper hidden width; None = h·w (the reference: emb_dim = img_emb)
+    temperature: float = 0.07        # spec §6.3
+    lr: float = 1.0e-4               # AdamW (spec §6.4)
+    weight_decay: float = 0.01       # AdamW's default, as the reference
+    epochs: int = 20
+    batch_size: int = 8
+    patience: int = 5                # early stopping: epochs without a lower validation loss
+    val_fraction: float = 0.2        # training patients held out for early stopping (the reference used the test split)
+    train_rows: str = "findings"     # findings = images with any attribute (the reference); all = every training image
+    top_k: int = 20                  # channels combined into a heatmap
+    quantile: float = 0.95           # heatmap threshold (the paper: the 95th percentile)
+    max_boxes: int = 10              # boxes kept per heatmap (highest scores)
+    max_sentences: int = 64          # report sentences per attribute embedding
+    batch_size_encode: int = 16      # images per feature-map batch
+    thresholds: tuple[float, ...] = (0.8, 0.9, 0.95, 0.98)  # quantiles compared by the notebook
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, section: Mapping[str, Any] | None, **overrides: Any) -> FactorConfig:
+        """Build from a profile section; unknown keys are an error naming them."""
+        values = {**dict(section or {}), **{k: v for k, v in overrides.items() if v is not None}}
+        known = {f.name for f in fields(cls)} - {"extra"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"factor settings: unknown key(s) {unknown}; known: {sorted(known)}")
+        for key in ("attributes", "thresholds"):
+            if key in values:
+                values[key] = tuple(values[key])
+        config = cls(**values)
+        bad = [a for a in config.attributes if a not in ATTRIBUTES]
+        if bad:
+            raise ValueError(f"factor settings: unknown attribute(s) {bad}; known: {sorted(ATTRIBUTES)}")
+        if not 0.0 < config.quantile < 1.0:
+            raise ValueError(f"factor settings: quantile must lie in (0, 1), got {config.quantile}")
+        if config.train_rows not in ("findings", "all"):
+            raise ValueError(f"factor settings: train_rows must be 'findings' or 'all', got {config.train_rows!r}")
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Attribute text embeddings
+
+
+def attribute_sentences(texts: Sequence[str], attribute: str, max_sentences: int | None = None) -> list[str]:
+    """Distinct cleaned report sentences that state ``attribute`` (keyword present, no negation), in first-seen order.
+
+    ``texts`` are raw report sections (e.g. the FINDINGS column); they are split and cleaned with
+    :func:`mammoclip_kit.data.text.clean_sentences` exactly as for pretraining, so the sentences look like the text the
+    model was trained on.
+    """
+    from mammoclip_kit.data.text import clean_sentences, split_sentences
+
+    if attribute not in SENTENCE_RULES:
+        raise ValueError(f"attribute_sentences: unknown attribute {attribute!r}; known: {sorted(SENTENCE_RULES)}")
+    keyword, exclude = (re.compile(p, re.IGNORECASE) for p in SENTENCE_RULES[attribute])
+    found: dict[str, None] = {}
+    for text in texts:
+        if not isinstance(text, str):
+            continue
+        for raw in split_sentences(text):
+            if keyword.search(raw) and not exclude.search(raw):
+                for cleaned in clean_sentences([raw]):
+                    found.setdefault(cleaned, None)
+        if max_sentences is not None and len(found) >= max_sentences:
+            break
+    out = list(found)
+    return out[:max_sentences] if max_sentences is not None else out
+
+
+def attribute_embeddings(model: Any, sentences: Mapping[str, Sequence[str]], device: Any = None,
+                         batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Per attribute: the mean of the L2-normalised embeddings of its sentences, re-normalised → ``(D,)`` tensors.
+
+    The reference averaged *unnormalised* prompt embeddings before normalising (spec §6.1); normalising each sentence
+    first gives every sentence the same weight, whatever its norm.
+    """
+    from mammoclip_kit.inference import embed_texts
+
+    out: dict[str, torch.Tensor] = {}
+    for attribute, items in sentences.items():
+        items = [s for s in items if isinstance(s, str) and s.strip()]
+        if not items:
+            raise ValueError(f"attribute_embeddings: no sentences for attribute {attribute!r}")
+        emb = embed_texts(items, model, batch_size=batch_size, device=device)
+        out[attribute] = F.normalize(emb.mean(0), dim=0)
+    return out
+
+
+def stack_attributes(embeddings: Mapping[str, torch.Tensor], attributes: Sequence[str]) -> torch.Tensor:
+    """``(A, D)`` tensor of the named attributes' embeddings, in the order given."""
+    missing = [a for a in attributes if a not in embeddings]
+    if missing:
+        raise KeyError(f"no embedding for attribute(s) {missing}; have {sorted(embeddings)}")
+    return torch.stack([embeddings[a].float() for a in attributes])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Mapper and loss
+
+
+class AttributeMapper(nn.Module):
+    """One Linear–ReLU–Linear head per attribute, applied to every channel's flattened activation.
+
+    ``forward(maps)`` takes feature maps ``(B, C, h, w)`` (or ``(B, C, h·w)``) and returns region embeddings
+    ``(B, C, A, D)``: channel ``c`` of image ``b`` as seen by attribute ``a``'s head. The inputs are divided by
+    ``scale`` (a buffer set from the training features' standard deviation) so that the learning rate does not depend
+    on the tower's activation range.
+
+    Unlike the reference (spec §6.2), the two heads' outputs are stacked on a new axis; the reference concatenated them
+    along the channel axis and reshaped with ``view(-1, 2, 512)``, which pairs consecutive channels of one head instead
+    of the two heads of one channel.
+    """
+
+    def __init__(self, in_dim: int, embed_dim: int, attributes: Sequence[str], hidden: int | None = None) -> None:
+        super().__init__()
+        if in_dim < 1 or embed_dim < 1:
+            raise ValueError(f"AttributeMapper: in_dim and embed_dim must be positive, got {in_dim}, {embed_dim}")
+        self.attributes = tuple(attributes)
+        self.in_dim, self.embed_dim = int(in_dim), int(embed_dim)
+        hidden = int(hidden or in_dim)
+        self.heads = nn.ModuleDict({a: nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, embed_dim))
+                                    for a in self.attributes})
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        x = maps.flatten(2) if maps.dim() == 4 else maps
+        if x.dim() != 3 or x.shape[-1] != self.in_dim:
+            raise ValueError(f"AttributeMapper: expected (B, C, h, w) maps with h·w = {self.in_dim}, got shape "
+                             f"{tuple(maps.shape)}")
+        x = x.float() / self.scale
+        return torch.stack([self.heads[a](x) for a in self.attributes], dim=2)
+
+
+def factor_loss(region_emb: torch.Tensor, attr_emb: torch.Tensor, labels: torch.Tensor,
+                temperature: float = 0.07) -> torch.Tensor:
+    """The Mammo-FActOR contrastive loss (spec §6.3).
+
+    ``region_emb`` ``(B, C, A, D)`` from :class:`AttributeMapper`, ``attr_emb`` ``(A, D)``, ``labels`` ``(B, A)`` in
+    {0, 1}. Both embeddings are L2-normalised; ``s[b, a] = max_c ⟨r[b, c, a], t[a]⟩ / temperature`` is the best channel
+    of image ``b`` for attribute ``a``. Only attributes with ≥ 1 positive in the batch count. For each positive
+    ``(i, a)``::
+
+        loss_ia = −log( exp(s_ia) / (exp(s_ia) + Σ_b exp(s_ba · (1 − y_ba))) )
+
+    so negatives contribute ``exp(s_ba)`` and every positive of the batch contributes ``exp(0) = 1`` (the reference's
+    form, kept). The result is the sum over positives divided by their number; with no positive at all it is 0
+    (still attached to the graph). Computed with log-sum-exp for stability.
+    """
+    if region_emb.dim() != 4:
+        raise ValueError(f"factor_loss: region_emb must be (B, C, A, D), got {tuple(region_emb.shape)}")
+    b, _, a, d = region_emb.shape
+    if attr_emb.shape != (a, d):
+        raise ValueError(f"factor_loss: attr_emb must be ({a}, {d}), got {tuple(attr_emb.shape)}")
+    if labels.shape != (b, a):
+        raise ValueError(f"factor_loss: labels must be ({b}, {a}), got {tuple(labels.shape)}")
+    regions = F.normalize(region_emb.float(), dim=-1)
+    texts = F.normalize(attr_emb.float().to(regions.device), dim=-1)
+    s = torch.einsum("bcad,ad->bca", regions, texts).amax(dim=1) / temperature  # (B, A)
+    y = labels.float().to(s.device)
+    keep = y.sum(0) > 0
+    if not bool(keep.any()):
+        return s.sum() * 0.0
+    s, y = s[:, keep], y[:, keep]
+    column = torch.logsumexp(s * (1.0 - y), dim=0, keepdim=True).expand_as(s)
+    log_denominator = torch.logaddexp(s, column)
+    return ((log_denominator - s) * y).sum() / y.sum()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class MapperHistory:
+    """Per-epoch losses of a mapper training run and the epoch that was kept."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    def to_frame(self):
+        import pandas as pd
+
+        n = len(self.train_loss)
+        val = self.val_loss + [float("nan")] * (n - len(self.val_loss))
+        return pd.DataFrame({"epoch": np.arange(1, n + 1), "train_loss": self.train_loss, "val_loss": val})
+
+
+def _labels_tensor(labels: Any, n: int, n_attr: int, name: str) -> torch.Tensor:
+    y = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+    if y.shape != (n, n_attr):
+        raise ValueError(f"train_mapper: {name} must be ({n}, {n_attr}) (images × attributes), got {tuple(y.shape)}")
+    if not torch.all((y == 0) | (y == 1)):
+        raise ValueError(f"train_mapper: {name} must hold 0/1 values")
+    return y
+
+
+def _epoch_loss(mapper: AttributeMapper, maps: torch.Tensor, labels: torch.Tensor, attr_emb: torch.Tensor,
+                order: torch.Tensor, batch_size: int, temperature: float, device: torch.device,
+                optimizer: torch.optim.Optimizer | None = None) -> float:
+    total, weight = 0.0, 0.0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        y = labels[idx]
+        n_pos = float(y.sum())
+        if n_pos == 0:
+            continue
+        region = mapper(maps[idx].to(device))
+        loss = factor_loss(region, attr_emb, y.to(device), temperature)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        total += float(loss.detach()) * n_pos
+        weight += n_pos
+    return total / weight if weight else float("nan")
+
+
+def train_mapper(maps: torch.Tensor, labels: Any, attr_emb: torch.Tensor, config: FactorConfig | None = None, *,
+                 val_maps: torch.Tensor | None = None, val_labels: Any = None, seed: int = 0, device: Any = None,
+                 progress: bool = True) -> tuple[AttributeMapper, MapperHistory]:
+    """Train one :class:`AttributeMapper` on cached feature maps ``(N, C, h, w)`` with :func:`factor_loss`.
+
+    ``labels`` ``(N, A)`` mark which images have each attribute (order of ``config.attributes``); ``attr_emb`` is
+    ``(A, D)``. AdamW (``config.lr``, ``config.weight_decay``), shuffled mini-batches of ``config.batch_size`` (seeded),
+    batches without any positive skipped. With validation maps, the epoch with the lowest validation loss is kept and
+    training stops after ``config.patience`` epochs without improvement; without them, the last epoch is kept.
+    """
+    config = config or FactorConfig()
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if maps.dim() != 4:
+        raise ValueError(f"train_mapper: maps must be (N, C, h, w), got {tuple(maps.shape)}")
+    n, _, h, w = maps.shape
+    n_attr = len(config.attributes)
+    y = _labels_tensor(labels, n, n_attr, "labels")
+    if attr_emb.shape[0] != n_attr:
+        raise ValueError(f"train_mapper: attr_emb has {attr_emb.shape[0]} rows, config.attributes has {n_attr}")
+    has_val = val_maps is not None and len(val_maps) > 0
+    if has_val:
+        val_y = _labels_tensor(val_labels, len(val_maps), n_attr, "val_labels")
+    generator = torch.Generator().manual_seed(int(seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        mapper = AttributeMapper(h * w, attr_emb.shape[1], config.attributes, config.hidden)
+    mapper.scale.fill_(float(maps.float().std().clamp_min(1e-6)))
+    mapper.to(device)
+    attr_emb = attr_emb.float().to(device)
+    optimizer = torch.optim.AdamW(mapper.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    history = MapperHistory()
+    best_loss, best_state, waited = float("inf"), None, 0
+    start = time.perf_counter()
+    epochs = range(1, int(config.epochs) + 1)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epochs = tqdm(epochs, desc="mapper epochs", unit="epoch")
+    for epoch in epochs:
+        mapper.train()
+        order = torch.randperm(n, generator=generator)
+        history.train_loss.append(_epoch_loss(mapper, maps, y, attr_emb, order, config.batch_size,
+                                              config.temperature, device, optimizer))
+        if not has_val:
+            history.best_epoch = epoch
+            continue
+        mapper.eval()
+        with torch.no_grad():
+            val_loss = _epoch_loss(mapper, val_maps, val_y, attr_emb, torch.arange(len(val_maps)),
+                                   config.batch_size, config.temperature, device)
+        history.val_loss.append(val_loss)
+        if val_loss < best_loss - 1e-6:
+            best_loss, best_state, waited = val_loss, copy.deepcopy(mapper.state_dict()), 0
+            history.best_epoch = epoch
+        else:
+            waited += 1
+            if waited >= config.patience:
+                history.stopped_early = True
+                break
+    if best_state is not None:
+        mapper.load_state_dict(best_state)
+    mapper.eval()
+    history.seconds = time.perf_counter() - start
+    return mapper, history
+
+
+def channel_alignment(mapper: AttributeMapper, maps: torch.Tensor, attr_emb: torch.Tensor,
+                      batch_size: int = 64) -> torch.Tensor:
+    """Cosine between every channel's mapped embedding and every attribute embedding → ``(N, C, A)`` (CPU)."""
+    device = next(mapper.parameters()).device
+    texts = F.normalize(attr_emb.float().to(device), dim=-1)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(maps), batch_size):
+            region = F.normalize(mapper(maps[start:start + batch_size].to(device)), dim=-1)
+            out.append(torch.einsum("bcad,ad->bca", region, texts).cpu())
+    return torch.cat(out) if out else torch.zeros(0, maps.shape[1], len(mapper.attributes))
