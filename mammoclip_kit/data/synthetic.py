@@ -547,6 +547,8 @@ def build_parser(prog: str = "python -m data_prep.make_cohort") -> argparse.Argu
                         help="per-breast finding prevalence: a factor (0.5) or mass=0.3,calcification=0.2,"
                              "distortion=0.05,asymmetry=0.05,benign=0.2")
     parser.add_argument("--vendors", default=None, help=f"comma-separated subset of {','.join(dw.VENDORS)}")
+    parser.add_argument("--conspicuity", type=float, default=None,
+                        help="extra brightness of masses and distortions over glandular tissue (preset: 0.12)")
     parser.add_argument("--no-compress", action="store_true", help="store every file uncompressed")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -571,7 +573,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = make_cohort(args.out, preset=args.preset, seed=args.seed, workers=args.workers,
                           progress=not args.quiet, n_patients=parse_n_patients(args.n_patients),
                           image_scale=args.image_scale, prevalence=args.prevalence, vendors=args.vendors,
-                          compress=False if args.no_compress else None)
+                          conspicuity=args.conspicuity, compress=False if args.no_compress else None)
     print(json.dumps(summary, indent=2))
     return summary
 
