@@ -72,14 +72,15 @@ def upsample(heatmap: Any, size: tuple[int, int]) -> np.ndarray:
 
 
 def heatmap_to_boxes(heatmap: Any, quantile: float = 0.95, max_boxes: int | None = None,
-                     min_pixels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                     min_pixels: int = 1, mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Threshold a heatmap at its ``quantile`` and turn each connected region into a scored box.
 
     Pixels ``>= np.quantile(heatmap, quantile)`` are kept (``>`` when that quantile is the minimum, so that a flat
     background is never selected); :func:`scipy.ndimage.label` (4-connectivity) finds the
     regions; each becomes ``(xmin, ymin, xmax, ymax)`` in pixel-edge coordinates (a region covering columns 3..7 gives
     ``xmin = 3, xmax = 8``) scored by the heatmap's maximum inside it. Returns ``(boxes K×4, scores K)`` sorted by
-    score, at most ``max_boxes``. A constant heatmap gives no box.
+    score, at most ``max_boxes``. A constant heatmap gives no box. With a boolean ``mask`` (e.g. the breast, see
+    :func:`tissue_mask`) the quantile is taken over the masked pixels only and nothing outside it is kept.
     """
     from scipy import ndimage
 
@@ -90,11 +91,15 @@ def heatmap_to_boxes(heatmap: Any, quantile: float = 0.95, max_boxes: int | None
         raise ValueError("heatmap_to_boxes: heatmap contains NaN or inf")
     if not 0.0 <= quantile < 1.0:
         raise ValueError(f"heatmap_to_boxes: quantile must lie in [0, 1), got {quantile}")
-    if np.ptp(array) == 0:
+    region = np.ones(array.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if region.shape != array.shape:
+        raise ValueError(f"heatmap_to_boxes: mask shape {region.shape} differs from the heatmap's {array.shape}")
+    values = array[region]
+    if values.size == 0 or np.ptp(values) == 0:
         return np.zeros((0, 4)), np.zeros(0)
-    threshold = np.quantile(array, quantile)
+    threshold = np.quantile(values, quantile)
     # ties at the minimum (a flat background) would select the whole image: keep only pixels above it then
-    mask = array > threshold if threshold <= array.min() else array >= threshold
+    mask = (array > threshold if threshold <= values.min() else array >= threshold) & region
     labels, count = ndimage.label(mask)
     boxes, scores = [], []
     for index, region in enumerate(ndimage.find_objects(labels), start=1):
@@ -113,15 +118,31 @@ def heatmap_to_boxes(heatmap: Any, quantile: float = 0.95, max_boxes: int | None
     return boxes_arr[order], scores_arr[order]
 
 
+def tissue_mask(image: Any, threshold: float = 0.0) -> np.ndarray:
+    """Boolean mask of the pixels brighter than ``threshold`` (the breast: the kit's PNGs have a 0 background)."""
+    array = np.asarray(image)
+    if array.ndim != 2:
+        raise ValueError(f"tissue_mask: expected a 2-D image, got shape {array.shape}")
+    return array > threshold
+
+
 def localize(heatmap: Any, size: tuple[int, int], quantile: float = 0.95, max_boxes: int | None = 10,
-             manifest_row: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             manifest_row: Mapping[str, Any] | None = None,
+             mask: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Feature-map heatmap → upsampled heatmap (PNG frame, ``size``), boxes and scores.
 
-    With a preprocessing ``manifest_row`` the boxes are mapped back to original DICOM pixels
+    With a ``mask`` (PNG frame) the heatmap is set to its minimum outside it, so thresholds, boxes and the peak stay
+    inside. With a preprocessing ``manifest_row`` the boxes are mapped back to original DICOM pixels
     (:func:`mammoclip_kit.data.preprocess.png_to_original`); otherwise they stay in PNG pixels.
     """
     full = upsample(heatmap, size)
-    boxes, scores = heatmap_to_boxes(full, quantile, max_boxes)
+    if mask is not None:
+        region = np.asarray(mask, dtype=bool)
+        if region.shape != full.shape:
+            raise ValueError(f"localize: mask shape {region.shape} differs from the image size {full.shape}")
+        if region.any():
+            full = np.where(region, full, full[region].min()).astype(np.float32)
+    boxes, scores = heatmap_to_boxes(full, quantile, max_boxes, mask=mask)
     if manifest_row is not None and len(boxes):
         from mammoclip_kit.data.preprocess import png_to_original
 
@@ -151,24 +172,28 @@ class LocalizationResult:
 def evaluate_localization(heatmaps: Sequence[Any], sizes: Sequence[tuple[int, int]],
                           gt_png: Sequence[Any], *, gt_original: Sequence[Any] | None = None,
                           manifest_rows: Sequence[Mapping[str, Any] | None] | None = None, quantile: float = 0.95,
-                          max_boxes: int | None = 10) -> LocalizationResult:
+                          max_boxes: int | None = 10, masks: Sequence[Any] | None = None) -> LocalizationResult:
     """Evaluate heatmaps as the paper: boxes from :func:`localize`, VOC mAP at IoU 0.25 and 0.5, pointing game.
 
     ``heatmaps[i]`` is image ``i``'s feature-map heatmap, ``sizes[i]`` its PNG ``(height, width)``, ``gt_png[i]`` its
     ground-truth boxes in PNG pixels. With ``manifest_rows`` and ``gt_original`` the AP is computed in original DICOM
     pixels (the boxes mapped back through the manifest), otherwise in PNG pixels; the pointing game always uses the
-    upsampled heatmap's arg-max against the PNG boxes. Every detection counts (no score threshold).
+    upsampled heatmap's arg-max against the PNG boxes. Every detection counts (no score threshold). ``masks[i]``
+    (PNG frame, e.g. :func:`tissue_mask` of the image) restricts image ``i``'s heatmap to the breast.
     """
     n = len(heatmaps)
     if not (len(sizes) == len(gt_png) == n):
         raise ValueError(f"evaluate_localization: {n} heatmaps, {len(sizes)} sizes, {len(gt_png)} box lists")
     original = manifest_rows is not None and gt_original is not None
+    if masks is not None and len(masks) != n:
+        raise ValueError(f"evaluate_localization: {len(masks)} masks for {n} heatmaps")
     if original and not (len(manifest_rows) == len(gt_original) == n):
         raise ValueError("evaluate_localization: manifest_rows and gt_original need one entry per heatmap")
     predictions, full_maps, truth = [], [], []
     for i in range(n):
         row = manifest_rows[i] if original else None
-        full, boxes, scores = localize(heatmaps[i], sizes[i], quantile, max_boxes, row)
+        full, boxes, scores = localize(heatmaps[i], sizes[i], quantile, max_boxes, row,
+                                       masks[i] if masks is not None else None)
         predictions.append((boxes, scores))
         full_maps.append(full)
         truth.append(np.asarray(gt_original[i] if original else gt_png[i], dtype=np.float64).reshape(-1, 4))

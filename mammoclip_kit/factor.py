@@ -42,6 +42,7 @@ from mammoclip_kit._factor_maps import (
     heatmap_viewer,
     localize,
     show_heatmap,
+    tissue_mask,
     upsample,
     widgets_available,
 )
@@ -64,7 +65,7 @@ __all__ = [
     "MapperHistory", "attribute_embeddings", "attribute_sentences", "attribute_text_sets", "boxes_for",
     "channel_alignment", "evaluate_localization", "factor_data", "factor_heatmaps", "factor_loss", "feature_maps",
     "gradcam_heatmaps", "heatmap_to_boxes", "heatmap_viewer", "image_labels", "localize", "show_heatmap",
-    "stack_attributes", "train_mapper", "upsample", "widgets_available",
+    "stack_attributes", "tissue_mask", "train_mapper", "upsample", "widgets_available",
 ]
 
 BOX_PNG = ("png_xmin", "png_ymin", "png_xmax", "png_ymax")

@@ -92,6 +92,13 @@ def test_heatmap_to_boxes_returns_the_blob():
     boxes, _ = FA.heatmap_to_boxes(heat, quantile=0.9)
     assert len(boxes) == 2 and list(boxes[1]) == [20, 30, 22, 32]
     assert len(FA.heatmap_to_boxes(np.ones((5, 5)))[0]) == 0
+    # a tissue mask that leaves out the strong blob: the quantile is taken inside the mask, the weak blob is found
+    image = np.zeros((40, 30))
+    image[20:, :] = 100.0
+    boxes, _ = FA.heatmap_to_boxes(heat, quantile=0.95, mask=FA.tissue_mask(image))
+    assert list(boxes[0]) == [20, 30, 22, 32] and len(boxes) == 1
+    with pytest.raises(ValueError, match="mask shape"):
+        FA.heatmap_to_boxes(heat, mask=np.ones((3, 3), dtype=bool))
 
 
 def test_factor_heatmap_and_localize_find_a_known_blob():
