@@ -290,6 +290,11 @@ def plot_shift_curves(results: pd.DataFrame, task: str, metric: str, path: str |
             ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     for ax in axes.ravel()[len(shifts):]:
         ax.axis("off")
+    return _finish_figure(fig, axes, task, metric, path)
+
+
+def _finish_figure(fig, axes, task: str, metric: str, path: str | Path | None):
+    """Shared ending of the robustness figures: axis label, legend, layout, optional save."""
     axes[0, 0].set_ylabel(f"{task} {metric}")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
@@ -320,13 +325,7 @@ def plot_holdout(results: pd.DataFrame, task: str, metric: str, path: str | Path
         ax.set_title(f"test group {group}")
         if metric == "auc":
             ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    axes[0, 0].set_ylabel(f"{task} {metric}")
-    axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish_figure(fig, axes, task, metric, path)
 
 
 def robustness_cfg_from_settings(section: dict[str, Any]) -> RobustnessCfg:
