@@ -16,15 +16,6 @@ from mammoclip_kit import inference
 from mammoclip_kit.data.transforms import resize_to
 from mammoclip_kit.eval import metrics
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on the shared 2-core machine two contending OpenMP threads are much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 # ------------------------------------------------------------------------------------------------- scoring math
 
 

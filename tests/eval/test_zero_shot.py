@@ -15,15 +15,6 @@ from mammoclip_kit.context import RunContext
 from mammoclip_kit.eval import metrics
 from mammoclip_kit.eval import zero_shot as zs
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on the shared 2-core machine two contending OpenMP threads are much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 DIM = 10  # e0/e1 mass, e2/e3 calc, e4..e7 density A-D, e8 malignancy-, e9 filler (keeps every norm ≈ 10)
 PROMPTS = {
     "mass": (["no mass"], ["mass"]),

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from mammoclip_kit.models.factory import create_model
 from mammoclip_kit.models.reference import write_reference_checkpoint
 from mammoclip_kit.models.towers import DEFAULT_CORPUS, build_small_bert
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run model tests on one intra-op thread: on a shared 2-core machine, 2 OpenMP threads contending with other
-    processes made a tiny forward+backward ~100x slower (37 s vs 0.3 s measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

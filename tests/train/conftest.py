@@ -1,9 +1,6 @@
-"""Training tests run tiny models: one intra-op thread avoids thread-pool contention on a shared 2-core machine."""
+"""Training tests: offline hub settings also for processes the tests spawn (threads: tests/conftest.py)."""
 
 import os
 
-import torch
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-torch.set_num_threads(1)
