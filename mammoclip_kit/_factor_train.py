@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mammoclip_kit._validation import reject_unknown
+
 #: The attributes of the paper and the VinDr table column / box finding name of each.
 ATTRIBUTES: dict[str, dict[str, str]] = {
     "mass": {"column": "Mass", "finding": "Mass"},
@@ -63,10 +65,7 @@ class FactorConfig:
     def from_settings(cls, section: Mapping[str, Any] | None, **overrides: Any) -> FactorConfig:
         """Build from a profile section; unknown keys are an error naming them."""
         values = {**dict(section or {}), **{k: v for k, v in overrides.items() if v is not None}}
-        known = {f.name for f in fields(cls)} - {"extra"}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"factor settings: unknown key(s) {unknown}; known: {sorted(known)}")
+        reject_unknown(values, {f.name for f in fields(cls)} - {"extra"}, where="factor settings")
         for key in ("attributes", "thresholds"):
             if key in values:
                 values[key] = tuple(values[key])

@@ -51,6 +51,8 @@ from torchvision.models.detection.retinanet import (
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import sigmoid_focal_loss
 
+from mammoclip_kit._validation import reject_unknown
+
 #: The paper's anchor base sizes for pyramid levels 3–7 (``2 ** (level + 2)``) at its 512 × 512 detector input.
 PAPER_ANCHOR_SIZES: tuple[float, ...] = (32.0, 64.0, 128.0, 256.0, 512.0)
 #: Pyramid levels P3..P7 and their strides.
@@ -126,10 +128,7 @@ class DetectorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
         """Build from a dict (a profile section or ``config.json``); unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown detector setting(s) {unknown}; known: {sorted(known)}")
+        reject_unknown(data, (f.name for f in fields(cls)), "detector setting")
         return cls(**data)
 
     def anchor_sizes_per_level(self) -> tuple[tuple[float, ...], ...]:

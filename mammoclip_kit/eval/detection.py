@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mammoclip_kit._validation import reject_unknown
 from mammoclip_kit.eval._detection_data import (
     BOX_COLUMNS,
     BoxAugment,
@@ -96,10 +97,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+        reject_unknown(data, (f.name for f in fields(cls)), "training setting")
         return cls(**data)
 
 

@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from mammoclip_kit._validation import reject_unknown
 from mammoclip_kit.data.transforms import load_image, resize_to, to_model_input
 from mammoclip_kit.eval.metrics import ConfidenceInterval, bootstrap_ci, breast_level_scores, roc_auc
 
@@ -1030,10 +1031,7 @@ def sweep_cfg_from_settings(section: dict[str, Any], seed_offset: int = 0) -> Sw
         section.pop(key, None)
     if section.get("image_size") is not None:
         section["image_size"] = tuple(section["image_size"])
-    known = set(SweepCfg.__dataclass_fields__)
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise ValueError(f"data_efficiency settings: unknown key(s) {unknown}; known: {sorted(known)}")
+    reject_unknown(section, SweepCfg.__dataclass_fields__, where="data_efficiency settings")
     cfg = SweepCfg(probe=probe, finetune=finetune, finetune_encoders=list(ft_keys.get("encoders", [])),
                    finetune_fractions=list(ft_keys.get("fractions", [0.1])),
                    finetune_seeds=list(ft_keys.get("seeds", [0])), finetune_tasks=ft_keys.get("tasks"), **section)

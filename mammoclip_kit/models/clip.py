@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mammoclip_kit._validation import reject_unknown
 from mammoclip_kit.data.transforms import PAPER_MEAN, PAPER_STD
 from mammoclip_kit.models.towers import (
     ImageTowerConfig,
@@ -76,10 +77,7 @@ class ClipConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ClipConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ClipConfig field(s) {unknown}; known: {sorted(known)}")
+        reject_unknown(data, cls.__dataclass_fields__, "ClipConfig field")
         return cls(**dict(data))
 
 

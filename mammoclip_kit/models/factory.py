@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from mammoclip_kit._validation import reject_unknown
 from mammoclip_kit.models.clip import ClipConfig, MammoClip, build_model
 from mammoclip_kit.models.towers import ImageTowerConfig, TextTowerConfig
 
@@ -115,10 +116,8 @@ def resolve_config(preset_or_config: str | ClipConfig | Mapping[str, Any], **ove
         if key in ("image", "text"):
             if not isinstance(value, Mapping):
                 raise ValueError(f"model override {key!r} must be a mapping of {key} tower fields, got {value!r}")
-            known = set((ImageTowerConfig if key == "image" else TextTowerConfig).__dataclass_fields__)
-            unknown = sorted(set(value) - known)
-            if unknown:
-                raise ValueError(f"unknown {key} tower field(s) {unknown}; known: {sorted(known)}")
+            reject_unknown(value, (ImageTowerConfig if key == "image" else TextTowerConfig).__dataclass_fields__,
+                           f"{key} tower field")
             data[key].update(value)
         elif key in ClipConfig.__dataclass_fields__:
             data[key] = value

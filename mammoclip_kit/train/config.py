@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from mammoclip_kit._validation import reject_unknown
+
 __all__ = ["PretrainConfig", "VARIANTS", "load_config", "apply_overrides", "config_hash"]
 
 #: variant name -> field overrides (loss and data sources)
@@ -88,10 +90,7 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> PretrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown pretrain field(s) {unknown}; known fields: {sorted(known)}")
+        reject_unknown(values, (f.name for f in dataclasses.fields(cls)), "pretrain field", where)
         cfg = cls(**values)
         cfg.validate(where)
         return cfg
