@@ -45,7 +45,7 @@ __all__ = [
     "model_fingerprint", "extract_features", "FeatureSet", "cached_features",
     "LinearProbeCfg", "LinearProbe", "fit_linear_probe", "evaluate_predictions", "subsample_by_patient",
     "FineTuneCfg", "FineTuneResult", "ImageClassifier", "fine_tune",
-    "EncoderSpec", "SweepCfg", "run_sweep", "sweep_table", "plot_sweep", "SWEEP_KEY",
+    "EncoderSpec", "SweepCfg", "run_sweep", "scores_csv_path", "paired_comparison", "sweep_table", "plot_sweep", "SWEEP_KEY",
     "cap_training_patients", "load_task_tables", "encoder_specs", "sweep_cfg_from_settings",
 ]
 
@@ -709,6 +709,10 @@ def run_sweep(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], 
     Columns: encoder, fingerprint, method (``linear_probe`` / ``finetune``), task, budget, fraction, shots, seed,
     n_train_images, n_train_patients, n_train_positive, n_test, metric, value, ci_low, ci_high, seconds, note (why a
     value is missing: a subset with a single class). A task whose test set has a single class gets NaN AUCs.
+
+    With ``csv_path``, the test scores of every binary-task point are appended to ``<stem>_scores.csv`` next to it
+    (:data:`SWEEP_KEY` + ``row`` = position in the task's test split + ``score``): :func:`paired_comparison` reads them to
+    compare two encoders on the same test images.
     """
     from tqdm.auto import tqdm
 
@@ -720,6 +724,22 @@ def run_sweep(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], 
                                             "budget": str})
     if csv_path is not None and retrain and csv_path.is_file():
         csv_path.unlink()
+    scores_path = scores_csv_path(csv_path) if csv_path is not None else None
+    if scores_path is not None and retrain and scores_path.is_file():
+        scores_path.unlink()
+    if done is not None and scores_path is not None:
+        # a binary-task point finished before scores were kept (or whose scores were deleted) is computed again
+        scored = set()
+        if scores_path.is_file():
+            kept = pd.read_csv(scores_path, usecols=list(SWEEP_KEY), dtype=str).drop_duplicates()
+            scored = {tuple(row) for row in kept.to_numpy()}
+        binary = done["task"].map(lambda name: name in TASKS and TASKS[name].kind == "binary")
+        keys = [tuple(str(v) for v in row) for row in done[list(SWEEP_KEY)].to_numpy()]
+        stale = (binary.to_numpy() & done["value"].notna().to_numpy()
+                 & np.array([key not in scored for key in keys], dtype=bool))
+        if stale.any():
+            done = done[~stale]
+            done.to_csv(csv_path, index=False)
     done_keys = set() if done is None else {tuple(str(v) for v in row) for row in done[list(SWEEP_KEY)].to_numpy()}
     timing = {"features_seconds": 0.0, "features_from_cache": 0, "features_computed": 0,
               "features_compute_seconds_when_cached": 0.0, "probe_seconds": 0.0, "finetune_seconds": 0.0}
@@ -801,6 +821,11 @@ def run_sweep(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], 
                                                    n_boot=cfg.n_boot, seed=seed)
                 seconds = time.perf_counter() - start
                 timing["probe_seconds" if method == "linear_probe" else "finetune_seconds"] += seconds
+                if scores_path is not None and not note and task.kind == "binary":
+                    pd.DataFrame({"encoder": spec.name, "fingerprint": fingerprint, "method": method,
+                                  "task": task.name, "budget": _budget_label(fraction, shots), "seed": seed,
+                                  "row": np.arange(len(test_df)), "score": np.asarray(scores, dtype=np.float64)}
+                                 ).to_csv(scores_path, mode="a", header=not scores_path.is_file(), index=False)
                 emit([{"encoder": spec.name, "fingerprint": fingerprint, "method": method, "task": task.name,
                        "budget": _budget_label(fraction, shots), "fraction": fraction, "shots": shots, "seed": seed,
                        "n_train_images": len(subset), "n_train_patients": subset["patient_id"].nunique(),
@@ -826,6 +851,63 @@ def run_sweep(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], 
         if (done is not None and len(done)) or len(new) else new
     result.attrs["timing"] = timing
     return result
+
+
+def scores_csv_path(csv_path: str | Path) -> Path:
+    """Where :func:`run_sweep` keeps the per-image test scores of the sweep written to ``csv_path``."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(f"{csv_path.stem}_scores.csv")
+
+
+def paired_comparison(scores: pd.DataFrame, test_df: pd.DataFrame, task: str | TaskSpec, first: dict[str, str],
+                      second: dict[str, str], *, n_boot: int = 1000, seed: int = 0,
+                      patient_col: str = "patient_id") -> ConfidenceInterval:
+    """Paired bootstrap of the AUC difference ``first − second`` on the same test images.
+
+    ``scores`` is a sweep's scores table (:func:`scores_csv_path`), ``test_df`` the task's test split in the order the
+    sweep used (:func:`split_for_task`), ``first`` / ``second`` select sweep points by column (e.g.
+    ``{"encoder": "mammoclip", "method": "linear_probe", "budget": "10%"}``); each side's AUC is the mean over its
+    seeds. Every replicate resamples whole patients once and scores both sides on that resample, so the interval is
+    the one to read when asking "is A better than B?" — two separate intervals can overlap while the paired
+    difference is clearly positive, because both models err on the same hard images. Breast-level tasks
+    (RSNA cancer) first average image scores per breast. When an encoder was retrained, only the scores of its latest
+    weights (the last fingerprint written) are used.
+    """
+    task = get_task(task)
+    if task.kind != "binary":
+        raise ValueError(f"paired_comparison: task {task.name!r} is not binary (AUC only)")
+    labels = task_labels(test_df, task, "test split")
+    sides = []
+    for selection in (first, second):
+        mask = (scores["task"] == task.name)
+        for column, value in selection.items():
+            if column not in scores:
+                raise ValueError(f"paired_comparison: the scores table has no column {column!r}")
+            mask &= scores[column].astype(str) == str(value)
+        part = scores[mask]
+        if part.empty:
+            raise ValueError(f"paired_comparison: no scores for {selection} on task {task.name!r}")
+        if "fingerprint" in part:
+            part = part[part["fingerprint"] == part["fingerprint"].iloc[-1]]
+        matrix = part.pivot_table(index="row", columns="seed", values="score", aggfunc="first").sort_index()
+        if len(matrix) != len(test_df) or matrix.isna().any().any():
+            raise ValueError(f"paired_comparison: {selection} has scores for {len(matrix)} test rows, the test split "
+                             f"has {len(test_df)}")
+        sides.append(matrix.to_numpy())
+    groups = test_df[patient_col].astype(str).to_numpy()
+    if task.level == "breast":  # one row per breast: mean image score, the breast's label, its patient
+        breast = (test_df["breast_id"] if "breast_id" in test_df else
+                  test_df[patient_col].astype(str) + "_" + test_df["laterality"].astype(str)).to_numpy()
+        codes, _ = pd.factorize(pd.Series(breast))
+        first_row = np.unique(codes, return_index=True)[1]
+        sides = [pd.DataFrame(m).groupby(codes).mean().to_numpy() for m in sides]
+        labels, groups = labels[first_row], groups[first_row]
+
+    def difference(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.mean([roc_auc(y, a[:, c], warn=False) for c in range(a.shape[1])])
+                     - np.mean([roc_auc(y, b[:, c], warn=False) for c in range(b.shape[1])]))
+
+    return bootstrap_ci(difference, labels, sides[0], sides[1], n_boot=n_boot, seed=seed, groups=groups)
 
 
 def sweep_table(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
@@ -947,6 +1029,9 @@ def encoder_specs(ctx: Any, names: Sequence[str], random_preset: str | None = No
     """Image towers to compare, by name, loaded lazily on ``ctx.device``.
 
     * ``random``: ``create_model(random_preset)`` with ``ctx.seed`` (no training).
+    * ``shapes``: the same tower after the formula-driven pretraining that the profile's contrastive pretraining starts
+      from (:func:`mammoclip_kit.train.ensure_shapes_tower`, the kit's ImageNet stand-in); skipped when the profile
+      has none. Comparing it with ``mammoclip`` shows what the image–report pretraining adds.
     * ``clip``, ``mammoclip``, ``mammoclip_vindr``: the classroom pretraining ablation
       (:func:`mammoclip_kit.train.ensure_pretrained`, trained when missing). A name ending in ``?`` is optional: it is
       used only when its checkpoint folder already exists (``mammoclip_vindr?``).
@@ -967,6 +1052,20 @@ def encoder_specs(ctx: Any, names: Sequence[str], random_preset: str | None = No
         name, optional = raw.rstrip("?"), raw.endswith("?")
         if name == "random":
             specs.append(EncoderSpec("random", random_tower))
+        elif name == "shapes":
+            from mammoclip_kit.train import ensure_shapes_tower, pretrain_config
+
+            if pretrain_config(ctx, "mammoclip").image_init != "shapes":
+                print("note: encoder 'shapes' skipped (this profile's pretraining does not start from the shapes init)")
+                continue
+
+            def shapes_tower() -> nn.Module:
+                from mammoclip_kit.train.shapes import load_shapes_init
+
+                folder = ensure_shapes_tower(ctx)
+                return _image_tower(load_shapes_init(random_tower(), folder)).to(ctx.device)
+
+            specs.append(EncoderSpec("shapes", shapes_tower))
         elif name in ("clip", "mammoclip", "mammoclip_vindr"):
             if optional and not (Path(ctx.checkpoint_dir(name)) / "config.json").is_file():
                 print(f"note: encoder {name!r} skipped (no checkpoint at checkpoints/{name})")
@@ -1012,8 +1111,8 @@ def encoder_specs(ctx: Any, names: Sequence[str], random_preset: str | None = No
 
             specs.append(EncoderSpec("imagenet", imagenet))
         else:
-            raise ValueError(f"unknown encoder {raw!r}: expected random, clip, mammoclip, mammoclip_vindr, released "
-                             "or imagenet")
+            raise ValueError(f"unknown encoder {raw!r}: expected random, shapes, clip, mammoclip, mammoclip_vindr, "
+                             "released or imagenet")
     return specs
 
 

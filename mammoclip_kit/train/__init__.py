@@ -5,6 +5,12 @@ Later notebooks call :func:`ensure_pretrained` (``ctx.checkpoint_dir(variant)``,
 """
 
 from mammoclip_kit.train.config import VARIANTS, PretrainConfig, load_config
-from mammoclip_kit.train.pipeline import ensure_pretrained, pretrain_config, run_pretraining
+from mammoclip_kit.train.pipeline import (
+           ensure_pretrained,
+           ensure_shapes_tower,
+           pretrain_config,
+           run_pretraining,
+)
 
-__all__ = ["ensure_pretrained", "pretrain_config", "run_pretraining", "PretrainConfig", "load_config", "VARIANTS"]
+__all__ = ["ensure_pretrained", "ensure_shapes_tower", "pretrain_config", "run_pretraining", "PretrainConfig",
+           "load_config", "VARIANTS"]

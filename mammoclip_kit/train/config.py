@@ -46,6 +46,11 @@ class PretrainConfig:
     #                                               whose vocabulary is trained on the training texts); "minilm" = the
     #                                               packaged all-MiniLM-L6-v2; else a hub id or a local folder
     image_size: list[int] | None = None           # [H, W]; None = the model's image size
+    image_init: str | None = None                 # None = random weights; "shapes" = the formula-driven init
+    #                                               (mammoclip_kit.train.shapes: an ImageNet stand-in, trained
+    #                                               once into checkpoints/shapes_init); or a folder holding an
+    #                                               image_tower.safetensors
+    shapes: dict[str, Any] = field(default_factory=dict)  # ShapesConfig fields for image_init: shapes
     # objective and data
     loss: str = "mvs"                             # mvs | clip
     label_smoothing: float = 0.0                  # on image–text terms
@@ -62,6 +67,7 @@ class PretrainConfig:
     accum_steps: int = 1                          # gradient accumulation (negatives stay per micro-batch)
     num_workers: int = 0
     lr: float = 5e-5
+    text_lr: float | None = None                  # learning rate of the text tower (None = lr; 0 = frozen, LiT)
     weight_decay: float = 1e-4
     no_decay_norm_bias: bool = False              # AdamW without decay on norms, biases and logit_scale
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -105,12 +111,24 @@ class PretrainConfig:
             raise ValueError(f"{where}: amp must be auto, bf16, fp16 or none, got {self.amp!r}")
         if self.batch_size < 2:
             raise ValueError(f"{where}: batch_size must be >= 2 for a contrastive loss, got {self.batch_size}")
+        if self.shapes:
+            from mammoclip_kit.train.shapes import ShapesConfig
+
+            reject_unknown(self.shapes, (f.name for f in dataclasses.fields(ShapesConfig)), "shapes field", where)
+        if self.text_lr is not None and self.text_lr < 0:
+            raise ValueError(f"{where}: text_lr must be >= 0 (0 = frozen text tower) or null, got {self.text_lr}")
         if self.image_size is not None and len(self.image_size) != 2:
             raise ValueError(f"{where}: image_size must be [height, width], got {self.image_size}")
 
 
 def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
+    value = yaml.safe_load(text)
+    if isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string; a number is meant
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def apply_overrides(values: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:

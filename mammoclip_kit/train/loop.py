@@ -90,19 +90,26 @@ class SkipSampler(Sampler[int]):
 
 
 def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
-    """AdamW (lr, weight decay, betas of ``cfg``); with ``no_decay_norm_bias`` 1-D parameters get no decay."""
-    decay, no_decay = [], []
+    """AdamW (lr, weight decay, betas of ``cfg``); with ``no_decay_norm_bias`` 1-D parameters get no decay.
+
+    ``cfg.text_lr`` gives the text tower (``text_encoder.*``) its own learning rate — a pretrained language model next to
+    an image tower trained from scratch wants a far smaller one — and ``text_lr: 0`` freezes it (its parameters stop
+    requiring gradients, so no backward pass runs through it; the text projection still trains).
+    """
+    text_lr = cfg.text_lr
+    if text_lr == 0:
+        for name, param in model.named_parameters():
+            if name.startswith("text_encoder."):
+                param.requires_grad_(False)
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if cfg.no_decay_norm_bias and (param.ndim <= 1 or name.endswith("logit_scale")):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        lr = text_lr if text_lr is not None and name.startswith("text_encoder.") else cfg.lr
+        no_decay = cfg.no_decay_norm_bias and (param.ndim <= 1 or name.endswith("logit_scale"))
+        groups.setdefault((lr, 0.0 if no_decay else cfg.weight_decay), []).append(param)
+    param_groups = [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
 def amp_dtype(cfg_amp: str, device: torch.device) -> torch.dtype | None:
@@ -382,7 +389,7 @@ def train(cfg: PretrainConfig, model: nn.Module, train_data: Dataset, val_data: 
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            lr = optimizer.param_groups[0]["lr"]
+            lr = max(group["lr"] for group in optimizer.param_groups)
             scheduler.step()
             if max_scale is not None:
                 with torch.no_grad():

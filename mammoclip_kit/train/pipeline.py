@@ -9,6 +9,7 @@ same parameters, training otherwise (``retrain=True`` always retrains).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -95,7 +96,14 @@ def build_model(cfg: PretrainConfig, texts: list[str] | None = None) -> Any:
         overrides.setdefault("text", {}).update({"kind": "small-bert", "name_or_path": None})
     elif cfg.text_encoder:
         overrides["text_encoder"] = cfg.text_encoder
-    return create_model(cfg.model, texts=texts or None, seed=cfg.seed, **overrides)
+    model = create_model(cfg.model, texts=texts or None, seed=cfg.seed, **overrides)
+    if cfg.image_init:
+        from mammoclip_kit.train.shapes import load_shapes_init
+
+        if cfg.image_init == "shapes":
+            raise ValueError("image_init: 'shapes' must be resolved to a folder first (run_pretraining does it)")
+        load_shapes_init(model.image_encoder, cfg.image_init)
+    return model
 
 
 def build_monitor(cfg: PretrainConfig, tables_dir: Path, root: Path, image_size: tuple[int, int]) -> Any:
@@ -168,6 +176,18 @@ def run_pretraining(cfg: PretrainConfig, tables_dir: Path, root: Path, out_dir: 
     if image_size is None:
         from mammoclip_kit.models.factory import resolve_config
         image_size = tuple(resolve_config(cfg.model, **cfg.model_overrides).image_size)
+    if cfg.image_init == "shapes":
+        from mammoclip_kit.train.shapes import ensure_shapes_init
+
+        if dist_info is not None and dist_info.world_size > 1:
+            raise ValueError("image_init: shapes under torchrun: train it once in one process (python -m "
+                             "mammoclip_kit.pretrain) or pass the folder of an image_tower.safetensors")
+        from mammoclip_kit.models.factory import resolve_config
+
+        image_config = resolve_config(cfg.model, **cfg.model_overrides).image
+        folder = ensure_shapes_init(image_config, image_size, cfg.shapes, Path(out_dir).parent / "shapes_init",
+                                    seed=cfg.seed, device=device, progress=progress)
+        cfg = dataclasses.replace(cfg, image_init=str(folder))
     train_data, val_data, texts = build_datasets(cfg, Path(tables_dir), Path(root), image_size)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, texts)
@@ -238,6 +258,21 @@ def ensure_pretrained(ctx: Any, variant: str = "mammoclip", progress: bool = Tru
     run_pretraining(cfg, Path(ctx.tables_dir), Path(ctx.output_dir), out, device=ctx.device, progress=progress)
     params_path.write_text(json.dumps({**params, "complete": True}, indent=2, default=str))
     return out
+
+
+def ensure_shapes_tower(ctx: Any, progress: bool = True) -> Path | None:
+    """``ctx.checkpoint_dir("shapes_init")``: the formula-driven image tower that the profile's pretraining starts from
+    (``image_init: shapes``), trained when missing; None when the profile's pretraining starts from random weights."""
+    from mammoclip_kit.models.factory import resolve_config
+    from mammoclip_kit.train.shapes import ensure_shapes_init
+
+    cfg = pretrain_config(ctx, "mammoclip")
+    if cfg.image_init != "shapes":
+        return None
+    resolved = resolve_config(cfg.model, **cfg.model_overrides)
+    image_size = tuple(cfg.image_size) if cfg.image_size else tuple(resolved.image_size)
+    return ensure_shapes_init(resolved.image, image_size, cfg.shapes, Path(ctx.checkpoint_dir("shapes_init")),
+                              seed=cfg.seed, device=ctx.device, progress=progress)
 
 
 def read_log(checkpoint: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -21,7 +21,9 @@ from mammoclip_kit.eval.probe import (
     fine_tune,
     fit_linear_probe,
     model_fingerprint,
+    paired_comparison,
     run_sweep,
+    scores_csv_path,
     split_for_task,
     subsample_by_patient,
     sweep_table,
@@ -197,6 +199,12 @@ def test_sweep_writes_tidy_csv_and_resumes(cohort, tmp_path) -> None:
     assert (first["ci_low"] <= first["value"] + 1e-12).all() and (first["value"] <= first["ci_high"] + 1e-12).all()
     assert first.attrs["timing"]["features_computed"] == 4  # 2 encoders x 2 tables, once each
     assert pd.read_csv(csv).shape[0] == len(first)
+    scores = pd.read_csv(scores_csv_path(csv))
+    n_test = {t: len(split_for_task(table, t, test_fold=3)[1]) for t in ("mass", "cancer")}
+    # binary tasks only: 2 encoders x 3 budgets x (mass + cancer) + the fine-tune on mass, one row per test image
+    assert len(scores) == 2 * 3 * (n_test["mass"] + n_test["cancer"]) + n_test["mass"]
+    ft_scores = scores.query("method == 'finetune'").sort_values("row")
+    assert ft_scores["row"].tolist() == list(range(n_test["mass"]))
     calls = {name: e.calls for name, e in encoders.items()}
     second = run_sweep(specs, cfg=cfg, **kwargs)
     assert {name: e.calls for name, e in encoders.items()} == calls, "a finished sweep does no encoder work"
@@ -208,5 +216,51 @@ def test_sweep_writes_tidy_csv_and_resumes(cohort, tmp_path) -> None:
     merged = third.sort_values(list(third.columns[:7])).reset_index(drop=True)
     expected = first.sort_values(list(first.columns[:7])).reset_index(drop=True)
     np.testing.assert_allclose(merged["value"].to_numpy(), expected["value"].to_numpy())
+    # scores lost (or a sweep from before they were kept): the binary points are computed again, nothing duplicated
+    scores_csv_path(csv).unlink()
+    fourth = run_sweep(specs, cfg=cfg, **kwargs)
+    assert len(fourth) == len(first) and pd.read_csv(csv).shape[0] == len(first)
+    assert len(pd.read_csv(scores_csv_path(csv))) == len(scores)
     table_view = sweep_table(first)
     assert "mass auc" in table_view.columns and len(table_view) == 2 * 3 + 1
+
+
+def _paired_scores(test: pd.DataFrame, sides: dict[str, list[np.ndarray]]) -> pd.DataFrame:
+    return pd.concat([pd.DataFrame({"encoder": name, "fingerprint": "f", "method": "linear_probe", "task": "mass",
+                                    "budget": "10%", "seed": seed, "row": np.arange(len(test)), "score": score})
+                      for name, per_seed in sides.items() for seed, score in enumerate(per_seed)], ignore_index=True)
+
+
+def test_paired_comparison_on_hand_made_scores() -> None:
+    test = pd.DataFrame({"patient_id": ["p1", "p1", "p2", "p2", "p3", "p3"], "laterality": ["L", "R"] * 3,
+                         "Mass": [1, 0, 1, 0, 1, 0]})
+    y = test["Mass"].to_numpy()
+    perfect, reversed_, half = y * 0.8 + 0.1, 0.9 - y * 0.8, np.array([0.9, 0.1, 0.2, 0.3, 0.4, 0.5])
+    # half: positives 0.9, 0.2, 0.4 vs negatives 0.1, 0.3, 0.5 -> 3 + 1 + 2 = 6 of 9 pairs ordered -> AUC 2/3
+    scores = _paired_scores(test, {"a": [perfect, perfect], "b": [reversed_], "c": [half]})
+    a, b, c = ({"encoder": n} for n in "abc")
+    ab = paired_comparison(scores, test, "mass", a, b, n_boot=50, seed=0)
+    assert ab.point == pytest.approx(1.0) and ab.low == pytest.approx(1.0) and ab.high == pytest.approx(1.0)
+    ac = paired_comparison(scores, test, "mass", a, c, n_boot=50, seed=0)
+    assert ac.point == pytest.approx(1 - 2 / 3) and ac.low >= 0.0 and ac.n_boot == 50
+    assert paired_comparison(scores, test, "mass", c, c, n_boot=20).high == pytest.approx(0.0)
+    # a retrained encoder: only its latest fingerprint counts
+    newer = _paired_scores(test, {"b": [perfect]}).assign(fingerprint="g")
+    assert paired_comparison(pd.concat([scores, newer]), test, "mass", a, b, n_boot=5).point == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="no scores"):
+        paired_comparison(scores, test, "mass", {"encoder": "zzz"}, b)
+    with pytest.raises(ValueError, match="6 test rows, the test split has 4"):
+        paired_comparison(scores, test.iloc[:4], "mass", a, b)
+    with pytest.raises(ValueError, match="not binary"):
+        paired_comparison(scores, test, "density", a, b)
+
+
+def test_paired_comparison_breast_level_averages_views() -> None:
+    # two views per breast; breast scores are the view means: a separates breasts perfectly, b inverts them
+    test = pd.DataFrame({"patient_id": ["p1"] * 4 + ["p2"] * 4, "laterality": list("LLRR") * 2,
+                         "cancer": [1, 1, 0, 0, 0, 0, 1, 1]})
+    a = np.array([0.9, 0.3, 0.2, 0.1, 0.1, 0.2, 0.8, 0.4])  # breast means 0.6, 0.15, 0.15, 0.6
+    b = 1.0 - a
+    scores = _paired_scores(test, {"a": [a], "b": [b]}).assign(task="cancer")
+    result = paired_comparison(scores, test, "cancer", {"encoder": "a"}, {"encoder": "b"}, n_boot=20)
+    assert result.point == pytest.approx(1.0)

@@ -112,7 +112,33 @@ def test_config_presets_variants_and_overrides(tmp_path: Path) -> None:
     assert (paper.lr, paper.weight_decay, paper.image_size, paper.batch_size) == (5e-5, 1e-4, [1520, 912], 12)
     assert paper.schedule == "warmup_cos2" and paper.loss == "clip"
     assert apply_overrides({"a": {"b": 1}}, {"a.c": 2}) == {"a": {"b": 1, "c": 2}}
+    # "5e-4" is a string to YAML 1.1; on the command line it means a number, and words stay words
+    assert load_config(overrides=["lr=5e-4", "text_lr=1e-5", "loss=clip"]).lr == 5e-4
+    assert load_config(overrides=["text_lr=1e-5", "loss=clip"]).loss == "clip"
     with pytest.raises(ValueError, match="unknown pretrain field"):
         load_config(overrides={"learning_rate": 1})
     with pytest.raises(ValueError, match="unknown pretraining variant"):
         load_config(variant="siglip")
+
+
+def test_text_lr_gives_the_text_tower_its_own_rate_and_zero_freezes_it(tmp_path: Path) -> None:
+    from mammoclip_kit.train.loop import build_optimizer
+
+    model = TinyClip()
+    groups = build_optimizer(model, _cfg(lr=1e-3, text_lr=1e-5)).param_groups
+    by_lr = {g["lr"]: sum(p.numel() for p in g["params"]) for g in groups}
+    text_count = sum(p.numel() for p in model.text_encoder.parameters())
+    assert by_lr == {1e-5: text_count, 1e-3: sum(p.numel() for p in model.parameters()) - text_count}
+    with pytest.raises(ValueError, match="text_lr"):
+        PretrainConfig.from_dict({"text_lr": -1.0})
+    # text_lr 0: the text tower does not move, the image tower and both projections do
+    rows = make_pairs(tmp_path)
+    torch.manual_seed(0)
+    frozen = TinyClip()
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    train(_cfg(text_lr=0.0, epochs=1), frozen, *_data(tmp_path, rows), tmp_path / "lit", progress=False)
+    after = frozen.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and not any(k.startswith("text_encoder.") for k in moved)
+    assert {"text_projection.weight", "image_projection.weight"} <= moved
+    assert any(k.startswith("image_encoder.") for k in moved)
