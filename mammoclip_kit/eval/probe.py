@@ -822,6 +822,7 @@ def run_sweep(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], 
                 seconds = time.perf_counter() - start
                 timing["probe_seconds" if method == "linear_probe" else "finetune_seconds"] += seconds
                 if scores_path is not None and not note and task.kind == "binary":
+                    scores_path.parent.mkdir(parents=True, exist_ok=True)
                     pd.DataFrame({"encoder": spec.name, "fingerprint": fingerprint, "method": method,
                                   "task": task.name, "budget": _budget_label(fraction, shots), "seed": seed,
                                   "row": np.arange(len(test_df)), "score": np.asarray(scores, dtype=np.float64)}

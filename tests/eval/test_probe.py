@@ -188,7 +188,7 @@ def test_sweep_writes_tidy_csv_and_resumes(cohort, tmp_path) -> None:
                    finetune=FineTuneCfg(epochs=1, batch_size=16, augment=False, max_steps=1, progress=False),
                    finetune_encoders=["a"], finetune_fractions=[1.0], finetune_seeds=[0], finetune_tasks=["mass"],
                    n_boot=10, rsna_test_fold=3)
-    csv = tmp_path / "sweep.csv"
+    csv = tmp_path / "sweeps" / "sweep.csv"  # a folder that does not exist yet
     kwargs = dict(tables={"vindr": table, "rsna": table}, root=root, cache_dir=tmp_path / "cache", csv_path=csv,
                   progress=False)
     first = run_sweep(specs, cfg=cfg, **kwargs)
