@@ -117,9 +117,33 @@ def _failure_details(executed: Path) -> tuple[str, str]:
     return "", ""
 
 
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or type(exc).__name__ in {"CellTimeoutError", "DeadKernelError"}
+
+
 def run_notebook(notebook: Path, output_dir: Path, parameters: dict[str, Any], *,
-                 timeout: int | None = None, progress: bool = False) -> NotebookResult:
-    """Execute one notebook with papermill; never raises for a failing notebook (the result says so)."""
+                 timeout: int | None = None, progress: bool = False, retries: int = 1) -> NotebookResult:
+    """Execute one notebook with papermill; never raises for a failing notebook (the result says so).
+
+    ``timeout`` bounds every cell (seconds). A cell that times out or a kernel that dies is retried ``retries`` times
+    with a fresh kernel — the Jupyter client can lose a kernel message and then wait forever, which the timeout turns
+    into an error — and the result records it (``extra["retried"]``). An error raised *by* the notebook is never
+    retried.
+    """
+    result = _run_once(notebook, output_dir, parameters, timeout=timeout, progress=progress)
+    attempts = []
+    while result.status == "failed" and result.extra.get("timed_out") and len(attempts) < retries:
+        attempts.append(result.error)
+        print(f"{notebook.stem}: {result.error.splitlines()[0] if result.error else 'timed out'}; retrying with a "
+              "fresh kernel")
+        result = _run_once(notebook, output_dir, parameters, timeout=timeout, progress=progress)
+    if attempts:
+        result.extra["retried"] = attempts
+    return result
+
+
+def _run_once(notebook: Path, output_dir: Path, parameters: dict[str, Any], *, timeout: int | None,
+              progress: bool) -> NotebookResult:
     import papermill
 
     executed = output_dir / "notebooks" / notebook.name
@@ -139,6 +163,8 @@ def run_notebook(notebook: Path, output_dir: Path, parameters: dict[str, Any], *
     except Exception as exc:  # noqa: BLE001 - a broken kernel or notebook must not stop the batch
         result.status = "failed"
         result.error = f"{type(exc).__name__}: {exc}"
+        if _timed_out(exc):
+            result.extra["timed_out"] = True
     result.wall_s = round(time.perf_counter() - start, 2)
     return result
 

@@ -85,3 +85,19 @@ def test_failure_prints_cell_stderr_and_traceback_and_exits_nonzero(notebook_dir
     assert 'raise ValueError("deliberate failure in the fixture")' in err  # the failing cell's source
     assert "about to fail" in err  # its stderr
     assert "ValueError" in err and "deliberate failure" in err  # the traceback
+
+
+def test_a_cell_that_hangs_times_out_and_is_retried_once_and_a_raising_cell_is_not(tmp_path):
+    # the first run sleeps past the per-cell timeout (as when a kernel message is lost); the retry finds the marker
+    marker = tmp_path / "ran_once"
+    body = (f"import pathlib, time\nmarker = pathlib.Path({str(marker)!r})\n"
+            "if not marker.exists():\n    marker.touch()\n    time.sleep(30)\n")
+    _notebook(tmp_path / "00_slow.ipynb", body)
+    result = runner.run_notebook(tmp_path / "00_slow.ipynb", tmp_path / "out", {}, timeout=3)
+    assert result.status == "ok" and len(result.extra["retried"]) == 1 and "Timeout" in result.extra["retried"][0]
+    marker.unlink()
+    stuck = runner.run_notebook(tmp_path / "00_slow.ipynb", tmp_path / "out", {}, timeout=3, retries=0)
+    assert stuck.status == "failed" and stuck.extra["timed_out"] and "retried" not in stuck.extra
+    _notebook(tmp_path / "01_bad.ipynb", BAD)
+    bad = runner.run_notebook(tmp_path / "01_bad.ipynb", tmp_path / "out", {}, timeout=30)
+    assert bad.status == "failed" and "retried" not in bad.extra and "timed_out" not in bad.extra

@@ -18,7 +18,8 @@ NOTEBOOKS = runner.discover_notebooks(ROOT / "notebooks")
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("runs") / "smoke"
-    results = runner.run("smoke", output=output, verbose=True)
+    # a per-cell bound: a lost kernel message must fail (and be retried) instead of hanging CI
+    results = runner.run("smoke", output=output, verbose=True, timeout=300)
     return output, {r.notebook: r for r in results}
 
 
