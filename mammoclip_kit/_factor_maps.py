@@ -39,16 +39,22 @@ def factor_heatmaps(alignment: torch.Tensor, maps: torch.Tensor, top_k: int = 20
 
 
 def gradcam_heatmaps(model: Any, maps: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor | None = None,
-                     batch_size: int = 32) -> torch.Tensor:
+                     batch_size: int = 32, dense: torch.Tensor | None = None) -> torch.Tensor:
     """Grad-CAM of the zero-shot score ``cos(e, positive) − cos(e, negative)`` w.r.t. the last feature map → ``(N, h, w)``.
 
     ``e`` is the model's image embedding computed from the cached map (global average pool, as the EfficientNet head in
     eval mode, then ``model.image_projection``). Channel weights are the spatial means of the gradient; the map is
-    ``ReLU(Σ_c α_c F_c)``. With an average-pooled linear head this equals CAM, the classic baseline.
+    ``ReLU(Σ_c α_c F_c)``. With an average-pooled linear head this equals CAM, the classic baseline. With ``dense``
+    (the same images' shift-and-stitched maps, see :func:`mammoclip_kit.factor.feature_maps`) the weights from
+    ``maps`` are applied to ``dense``, so the heatmap has its finer grid.
     """
+    if dense is not None and (len(dense) != len(maps) or dense.shape[1] != maps.shape[1]):
+        raise ValueError(f"gradcam_heatmaps: dense maps {tuple(dense.shape)} do not match maps {tuple(maps.shape)} in "
+                         "images and channels")
     device = next(model.image_projection.parameters()).device
     pos = F.normalize(positive.float().to(device), dim=-1)
     neg = F.normalize(negative.float().to(device), dim=-1) if negative is not None else None
+    target = maps if dense is None else dense
     out = []
     for start in range(0, len(maps), batch_size):
         chunk = maps[start:start + batch_size].float().to(device).requires_grad_(True)
@@ -56,8 +62,9 @@ def gradcam_heatmaps(model: Any, maps: torch.Tensor, positive: torch.Tensor, neg
         score = emb @ pos - (emb @ neg if neg is not None else 0.0)
         (grad,) = torch.autograd.grad(score.sum(), chunk)
         alpha = grad.mean(dim=(2, 3), keepdim=True)
-        out.append(torch.relu((alpha * chunk).sum(1)).detach().cpu())
-    return torch.cat(out) if out else torch.zeros(0, *maps.shape[2:])
+        weighted = alpha * target[start:start + batch_size].float().to(device)
+        out.append(torch.relu(weighted.sum(1)).detach().cpu())
+    return torch.cat(out) if out else torch.zeros(0, *target.shape[2:])
 
 
 def upsample(heatmap: Any, size: tuple[int, int]) -> np.ndarray:
@@ -148,6 +155,114 @@ def localize(heatmap: Any, size: tuple[int, int], quantile: float = 0.95, max_bo
 
         boxes = png_to_original(boxes, manifest_row)
     return full, boxes, scores
+
+
+def _boxes_array(boxes: Any) -> np.ndarray:
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def box_oracle_heatmaps(gt_boxes: Sequence[Any], sizes: Sequence[tuple[int, int]],
+                        grid: tuple[int, int]) -> list[np.ndarray]:
+    """The best heatmaps a ``grid = (h, w)`` feature map can hold: each cell is the share of it the ground-truth
+    boxes cover (boxes rasterised at the image ``sizes[i] = (height, width)``, then area-averaged onto the grid).
+
+    Put through :func:`evaluate_localization` like any heatmap, they give the ceiling that the grid and the threshold
+    alone set on mAP and the pointing game — what a perfect channel combination could reach on that grid.
+    """
+    if len(gt_boxes) != len(sizes):
+        raise ValueError(f"box_oracle_heatmaps: {len(gt_boxes)} box lists for {len(sizes)} image sizes")
+    h, w = (int(v) for v in grid)
+    if h < 1 or w < 1:
+        raise ValueError(f"box_oracle_heatmaps: grid must be (h, w) with positive values, got {grid}")
+    out = []
+    for boxes, (height, width) in zip(gt_boxes, sizes, strict=True):
+        canvas = torch.zeros(1, 1, int(height), int(width))
+        for x0, y0, x1, y1 in _boxes_array(boxes):
+            top, left = max(0, int(np.floor(y0))), max(0, int(np.floor(x0)))
+            canvas[0, 0, top:int(np.ceil(y1)), left:int(np.ceil(x1))] = 1.0
+        out.append(F.adaptive_avg_pool2d(canvas, (h, w))[0, 0].numpy())
+    return out
+
+
+def _cell_centres(grid: tuple[int, int], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Cell centres ``(xs (w,), ys (h,))`` of an ``(h, w)`` grid over an image of ``size = (height, width)`` pixels."""
+    (h, w), (height, width) = grid, size
+    return (np.arange(w) + 0.5) * width / w, (np.arange(h) + 0.5) * height / h
+
+
+def _inside(boxes: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether each point ``(x[k], y[k])`` lies in any box (edges count) → bool ``(K,)``."""
+    return ((boxes[:, None, 0] <= x) & (x <= boxes[:, None, 2]) & (boxes[:, None, 1] <= y)
+            & (y <= boxes[:, None, 3])).any(0)
+
+
+def channel_hit_rates(maps: torch.Tensor, sizes: Sequence[tuple[int, int]], gt_boxes: Sequence[Any],
+                      masks: Sequence[Any] | None = None) -> np.ndarray:
+    """Per channel, the pointing game of its own map: the share of images (with ≥ 1 box) whose channel peak — the
+    arg-max cell's centre in image pixels, among the cells whose centre lies in ``masks[i]`` when given — falls inside
+    a box. ``maps`` ``(N, C, h, w)``, ``sizes[i] = (height, width)``, ``gt_boxes[i]`` in the same pixels → ``(C,)``.
+
+    A diagnostic that uses the boxes to judge channels; a weakly supervised method may not choose channels this way.
+    """
+    if maps.dim() != 4 or not (len(maps) == len(sizes) == len(gt_boxes)):
+        raise ValueError(f"channel_hit_rates: need maps (N, C, h, w) and N sizes and box lists; got "
+                         f"{tuple(maps.shape)}, {len(sizes)}, {len(gt_boxes)}")
+    if masks is not None and len(masks) != len(maps):
+        raise ValueError(f"channel_hit_rates: {len(masks)} masks for {len(maps)} maps")
+    _, channels, h, w = maps.shape
+    hits, counted = np.zeros(channels), 0
+    for i, (size, boxes) in enumerate(zip(sizes, gt_boxes, strict=True)):
+        boxes = _boxes_array(boxes)
+        if not len(boxes):
+            continue
+        xs, ys = _cell_centres((h, w), size)
+        allowed = np.ones((h, w), dtype=bool)
+        if masks is not None:
+            mask = np.asarray(masks[i], dtype=bool)
+            rows = np.minimum(ys.astype(int), mask.shape[0] - 1)
+            allowed = mask[rows][:, np.minimum(xs.astype(int), mask.shape[1] - 1)]
+            allowed = allowed if allowed.any() else np.ones((h, w), dtype=bool)
+        values = maps[i].float().masked_fill(~torch.as_tensor(allowed), float("-inf")).flatten(1)
+        peak = values.argmax(1).numpy()
+        hits += _inside(boxes, xs[peak % w], ys[peak // w])
+        counted += 1
+    return hits / counted if counted else np.full(channels, np.nan)
+
+
+def box_supervised_weights(maps: torch.Tensor, sizes: Sequence[tuple[int, int]], gt_boxes: Sequence[Any],
+                           c: float = 0.01) -> torch.Tensor:
+    """Channel weights of the best *box-supervised* linear heatmap → ``(C,)``, in activation units, so that
+    ``torch.einsum("nchw,c->nhw", maps, weights)`` is the heatmap.
+
+    A heatmap that weights channels is a linear function of each cell's ``C``-vector; this fits that function with the
+    boxes: an L2 logistic regression (inverse strength ``c``, balanced classes, on standardised features) of "the cell
+    centre lies in a box, or the cell holds a box's centre" over every cell of ``maps`` ``(N, C, h, w)``. It is a supervised reference for what any
+    channel weighting of these maps could reach — not a weakly supervised method.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if maps.dim() != 4 or not (len(maps) == len(sizes) == len(gt_boxes)):
+        raise ValueError(f"box_supervised_weights: need maps (N, C, h, w) and N sizes and box lists; got "
+                         f"{tuple(maps.shape)}, {len(sizes)}, {len(gt_boxes)}")
+    h, w = maps.shape[2:]
+    labels = []
+    for (height, width), boxes in zip(sizes, gt_boxes, strict=True):
+        boxes = _boxes_array(boxes)
+        xs, ys = _cell_centres((h, w), (height, width))
+        inside = _inside(boxes, np.tile(xs, h), np.repeat(ys, w)).reshape(h, w)
+        # a box smaller than a cell may hold no cell centre: it still marks the cell that holds its own centre
+        rows = np.clip(((boxes[:, 1] + boxes[:, 3]) / 2 * h / height).astype(int), 0, h - 1)
+        cols = np.clip(((boxes[:, 0] + boxes[:, 2]) / 2 * w / width).astype(int), 0, w - 1)
+        inside[rows, cols] = True
+        labels.append(inside.ravel())
+    y = np.concatenate(labels)
+    if y.all() or not y.any():
+        raise ValueError(f"box_supervised_weights: need cells inside and outside the boxes; {int(y.sum())} of "
+                         f"{y.size} cell centres lie in a box")
+    x = maps.float().permute(0, 2, 3, 1).reshape(-1, maps.shape[1]).numpy().astype(np.float64)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit((x - mean) / std, y)
+    return torch.as_tensor(model.coef_[0] / std, dtype=torch.float32)
 
 
 @dataclass

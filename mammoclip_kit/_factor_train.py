@@ -54,6 +54,8 @@ class FactorConfig:
     val_fraction: float = 0.2        # training patients held out for early stopping (the reference used the test split)
     train_rows: str = "findings"     # findings = images with any attribute (the reference); all = every training image
     top_k: int = 20                  # channels combined into a heatmap
+    stitch: int = 1                  # heatmaps on the last map sampled stitch× more densely (shift-and-stitch); 1 = as is
+    ceiling_images: int = 96         # training images with a box that fit the box-supervised reference (notebook 09)
     quantile: float = 0.95           # heatmap threshold (the paper: the 95th percentile)
     max_boxes: int = 10              # boxes kept per heatmap (highest scores)
     max_sentences: int = 64          # report sentences per attribute embedding
@@ -75,6 +77,8 @@ class FactorConfig:
             raise ValueError(f"factor settings: unknown attribute(s) {bad}; known: {sorted(ATTRIBUTES)}")
         if not 0.0 < config.quantile < 1.0:
             raise ValueError(f"factor settings: quantile must lie in (0, 1), got {config.quantile}")
+        if int(config.stitch) < 1:
+            raise ValueError(f"factor settings: stitch must be a positive integer, got {config.stitch}")
         if config.train_rows not in ("findings", "all"):
             raise ValueError(f"factor settings: train_rows must be 'findings' or 'all', got {config.train_rows!r}")
         return config

@@ -9,10 +9,13 @@ the paper's description:
 2. cached last feature maps of the *frozen* image tower in eval mode (:func:`feature_maps`);
 3. one mapper per attribute (:class:`AttributeMapper`) trained with the contrastive loss of spec §6.3
    (:func:`factor_loss`, :func:`train_mapper`: AdamW, early stopping on a validation split of training patients);
-4. heatmaps from the top-k aligned channels (:func:`channel_alignment`, :func:`factor_heatmaps`), thresholded at a
+4. heatmaps from the top-k aligned channels (:func:`channel_alignment`, :func:`factor_heatmaps`), optionally on the
+   same last feature map sampled more densely by shift-and-stitch (``feature_maps(stitch=...)``), thresholded at a
    quantile into boxes (:func:`heatmap_to_boxes`) mapped back to original pixels (:func:`localize`);
 5. evaluation as the paper — mAP at IoU 0.25 / 0.5 and the pointing game (:func:`evaluate_localization`) — with a
-   Grad-CAM baseline on the same model and images (:func:`gradcam_heatmaps`);
+   Grad-CAM baseline on the same model and images (:func:`gradcam_heatmaps`), and the ceilings a grid sets
+   (:func:`box_oracle_heatmaps`), single channels (:func:`channel_hit_rates`) and box-supervised channel weights
+   (:func:`box_supervised_weights`) reach;
 6. figures: :func:`show_heatmap` and :func:`heatmap_viewer` (ipywidgets, with a static fallback).
 
 Reference bugs avoided: the view-pairing of the two heads' outputs (spec §6.2, see :class:`AttributeMapper`), BN
@@ -32,9 +35,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from mammoclip_kit._factor_maps import (
     LocalizationResult,
+    box_oracle_heatmaps,
+    box_supervised_weights,
+    channel_hit_rates,
     evaluate_localization,
     factor_heatmaps,
     gradcam_heatmaps,
@@ -62,10 +69,10 @@ from mammoclip_kit._factor_train import (
 
 __all__ = [
     "ATTRIBUTES", "SENTENCE_RULES", "AttributeMapper", "FactorConfig", "FactorData", "LocalizationResult",
-    "MapperHistory", "attribute_embeddings", "attribute_sentences", "attribute_text_sets", "boxes_for",
-    "channel_alignment", "evaluate_localization", "factor_data", "factor_heatmaps", "factor_loss", "feature_maps",
-    "gradcam_heatmaps", "heatmap_to_boxes", "heatmap_viewer", "image_labels", "localize", "show_heatmap",
-    "stack_attributes", "tissue_mask", "train_mapper", "upsample", "widgets_available",
+    "MapperHistory", "attribute_embeddings", "attribute_sentences", "attribute_text_sets", "box_oracle_heatmaps",
+    "box_supervised_weights", "boxes_for", "channel_alignment", "channel_hit_rates", "evaluate_localization", "factor_data", "factor_heatmaps",
+    "factor_loss", "feature_maps", "gradcam_heatmaps", "heatmap_to_boxes", "heatmap_viewer", "image_labels", "localize", "show_heatmap",
+    "stack_attributes", "stitched_features", "tissue_mask", "train_mapper", "upsample", "widgets_available",
 ]
 
 BOX_PNG = ("png_xmin", "png_ymin", "png_xmax", "png_ymax")
@@ -171,22 +178,66 @@ def attribute_text_sets(ctx: Any, config: FactorConfig) -> dict[str, list[str]]:
 # Cached feature maps
 
 
-def _cache_key(encoder: torch.nn.Module, paths: Sequence[Path], image_size: tuple[int, int] | None) -> str:
+def _cache_key(encoder: torch.nn.Module, paths: Sequence[Path], image_size: tuple[int, int] | None,
+               stitch: int = 1) -> str:
     from mammoclip_kit.eval.probe import model_fingerprint
 
     digest = hashlib.sha1(model_fingerprint(encoder).encode())
-    digest.update(json.dumps([list(image_size) if image_size else None, [str(p) for p in paths]]).encode())
+    key: list[Any] = [list(image_size) if image_size else None, [str(p) for p in paths]]
+    if stitch != 1:  # keeps the keys of unstitched caches unchanged
+        key.append(int(stitch))
+    digest.update(json.dumps(key).encode())
     return digest.hexdigest()[:20]
+
+
+def stitched_features(encoder: torch.nn.Module, inputs: torch.Tensor, stitch: int = 1) -> torch.Tensor:
+    """``encoder.forward_features`` sampled ``stitch`` times more densely in each direction (shift-and-stitch,
+    Long et al. 2015, §3.2).
+
+    The input is shifted up / left by every multiple of ``stride / stitch`` pixels (the vacated border filled with the
+    darkest value any image has after :func:`~mammoclip_kit.data.transforms.to_model_input`, i.e. background), each
+    shifted copy goes through the unchanged tower, and the ``stitch²`` maps are interleaved: cell ``(i·stitch + a,
+    j·stitch + b)`` is the tower's output for the window that starts ``a·stride/stitch`` pixels lower and
+    ``b·stride/stitch`` further right than cell ``(i, j)``. Same features, ``stitch²`` times the cost, a grid of
+    ``(h·stitch, w·stitch)``. The stride is read from the input and output sizes and must be divisible by ``stitch``.
+    """
+    from mammoclip_kit.data.transforms import PAPER_MEAN, PAPER_STD
+
+    stitch = int(stitch)
+    if stitch < 1:
+        raise ValueError(f"stitched_features: stitch must be ≥ 1, got {stitch}")
+    base = encoder.forward_features(inputs)
+    if stitch == 1:
+        return base
+    h, w = base.shape[-2:]
+    stride_h, stride_w = round(inputs.shape[-2] / h), round(inputs.shape[-1] / w)
+    if stride_h % stitch or stride_w % stitch:
+        raise ValueError(f"stitched_features: the tower's stride {stride_h}×{stride_w} (input "
+                         f"{tuple(inputs.shape[-2:])} → map {h}×{w}) is not divisible by stitch={stitch}")
+    fill = (0.0 - PAPER_MEAN) / PAPER_STD
+    out = base.new_empty(*base.shape[:2], h * stitch, w * stitch)
+    for a in range(stitch):
+        for b in range(stitch):
+            dy, dx = a * stride_h // stitch, b * stride_w // stitch
+            if a or b:
+                shifted = F.pad(inputs[..., dy:, dx:], (0, dx, 0, dy), value=fill)
+                out[:, :, a::stitch, b::stitch] = encoder.forward_features(shifted)
+            else:
+                out[:, :, ::stitch, ::stitch] = base
+    return out
 
 
 def feature_maps(encoder: torch.nn.Module, paths: Sequence[str | Path], *, image_size: tuple[int, int] | None = None,
                  batch_size: int = 16, device: Any = None, cache_dir: str | Path | None = None,
-                 retrain: bool = False, progress: bool = True) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+                 retrain: bool = False, progress: bool = True,
+                 stitch: int = 1) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Last feature maps ``(N, C, h, w)`` (float32, CPU) of the frozen image tower in eval mode, and each image's
     ``(height, width)`` as read from disk (the frame of its PNG boxes).
 
     Images are read, resized to ``image_size`` when given and passed through the kit's one inference transform. With
-    ``cache_dir`` the result is stored under a key of the tower's weights, the size and the paths, and reloaded.
+    ``stitch > 1`` the same last map is sampled ``stitch`` times more densely (:func:`stitched_features`):
+    ``(N, C, h·stitch, w·stitch)``. With ``cache_dir`` the result is stored under a key of the tower's weights, the
+    size, the stitch factor and the paths, and reloaded.
     """
     from mammoclip_kit.data.transforms import load_image, resize_to, to_model_input
 
@@ -196,7 +247,7 @@ def feature_maps(encoder: torch.nn.Module, paths: Sequence[str | Path], *, image
         raise FileNotFoundError(f"feature_maps: {len(missing)} image file(s) not found, first: {missing[0]}")
     cache = None
     if cache_dir is not None:
-        cache = Path(cache_dir) / f"factor_maps_{_cache_key(encoder, paths, image_size)}.pt"
+        cache = Path(cache_dir) / f"factor_maps_{_cache_key(encoder, paths, image_size, stitch)}.pt"
         if cache.is_file() and not retrain:
             stored = torch.load(cache, map_location="cpu", weights_only=True)
             return stored["maps"].float(), [tuple(s) for s in stored["sizes"].tolist()]
@@ -208,7 +259,8 @@ def feature_maps(encoder: torch.nn.Module, paths: Sequence[str | Path], *, image
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc="feature maps", unit="batch")
+        batches = tqdm(batches, desc="feature maps" if stitch == 1 else f"feature maps (stitch {stitch})",
+                       unit="batch")
     try:
         with torch.inference_mode():
             for start in batches:
@@ -219,7 +271,7 @@ def feature_maps(encoder: torch.nn.Module, paths: Sequence[str | Path], *, image
                     if image_size is not None:
                         image = resize_to(image, *image_size)
                     inputs.append(to_model_input(image))
-                out.append(encoder.forward_features(torch.stack(inputs).to(device)).float().cpu())
+                out.append(stitched_features(encoder, torch.stack(inputs).to(device), stitch).float().cpu())
     finally:
         encoder.train(was_training)
     maps = torch.cat(out) if out else torch.zeros(0)

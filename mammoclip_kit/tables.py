@@ -213,6 +213,15 @@ def factor_table(summary: Mapping[str, Any]) -> TableBlock:
         rows = {f"{metrics.get('model', 'kit model')} · FActOR": {c: _number(metrics.get(k)) for c, k in
                                                                   columns.items()},
                 "same model · Grad-CAM": {c: _number(metrics.get(f"gradcam_{k}")) for c, k in columns.items()}}
+        # the ceilings notebook 09 measures on its heatmap grid (stitched when it was): mass only, boxes used
+        ceiling = metrics.get("ceiling") or {}
+        grid_key = "stitched" if "oracle_map25_stitched" in ceiling else "tower"
+        grid = "×".join(str(v) for v in metrics.get("grid") or []) or "tower"
+        for label, key in (("box oracle", "oracle_map25"), ("box-supervised channel weights", "supervised_map25")):
+            if f"{key}_{grid_key}" in ceiling:
+                pointing = ceiling.get(f"{key.split('_')[0]}_pointing_{grid_key}")
+                rows[f"ceiling · {label} ({grid} grid, uses boxes)"] = {
+                    "mass @0.25": _number(ceiling[f"{key}_{grid_key}"]), "mass pointing": _number(pointing)}
         kit = pd.DataFrame.from_dict(rows, orient="index")
         kit.index.name = "method (kit)"
     return TableBlock("Mammo-FActOR weakly supervised localization", kit, paper, kit_label(summary, "factor"),

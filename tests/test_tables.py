@@ -36,7 +36,9 @@ def _summary() -> dict:
                 "finding": "Mass", "mass_mammoclip_frozen_voc_map50": 0.12, "mass_random_frozen_voc_map50": 0.05,
                 "mass_mammoclip_finetune_voc_map50": 0.2, "mass_mammoclip_frozen_coco_map": 0.01}},
             "09_mammo_factor": {"status": "ok", "data": "embedded cohort (smoke)", "metrics": {
-                "model": "m", "mass_map25": 0.4, "mass_map50": 0.2, "gradcam_mass_map25": 0.3, "calc_map25": None}},
+                "model": "m", "mass_map25": 0.4, "mass_map50": 0.2, "gradcam_mass_map25": 0.3, "calc_map25": None,
+                "grid": [28, 16], "ceiling": {"oracle_map25_tower": 0.29, "oracle_map25_stitched": 0.57, "oracle_pointing_stitched": 1.0,
+                                              "supervised_map25_stitched": 0.32, "supervised_pointing_stitched": 0.5}}},
         },
     }
 
@@ -68,6 +70,10 @@ def test_tables_lay_out_kit_numbers_beside_the_paper():
     factor = blocks["Mammo-FActOR weakly supervised localization"]
     assert factor.kit.loc["m · FActOR", "mass @0.25"] == 0.4
     assert factor.kit.loc["same model · Grad-CAM", "mass @0.25"] == 0.3
+    assert factor.kit.loc["ceiling · box oracle (28×16 grid, uses boxes)", ["mass @0.25", "mass pointing"]].tolist() \
+        == [0.57, 1.0]
+    supervised = factor.kit.loc["ceiling · box-supervised channel weights (28×16 grid, uses boxes)"]
+    assert supervised["mass @0.25"] == 0.32 and supervised["mass pointing"] == 0.5
     assert factor.paper.loc["Mammo-CLIP EN-B5", "mass @0.25"] == "0.45"
 
     robust = blocks["Robustness: metric drop at the strongest shift"]

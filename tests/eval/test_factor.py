@@ -154,6 +154,127 @@ def test_gradcam_highlights_the_channel_the_prompt_reads():
     assert np.unravel_index(int(cam[0].argmax()), (4, 4)) == (1, 2)
 
 
+def test_gradcam_weights_from_maps_apply_to_dense_maps():
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.image_projection = torch.nn.Linear(2, 2, bias=False)
+            with torch.no_grad():
+                self.image_projection.weight.copy_(torch.eye(2))
+
+    maps = torch.ones(1, 2, 2, 2)
+    dense = torch.zeros(1, 2, 4, 4)
+    dense[0, 0, 3, 1] = 1.0  # the channel the prompt reads peaks here on the finer grid
+    dense[0, 1, 0, 0] = 5.0  # the other channel gets a negative weight
+    cam = FA.gradcam_heatmaps(Tiny(), maps, torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), dense=dense)
+    assert cam.shape == (1, 4, 4)
+    assert np.unravel_index(int(cam[0].argmax()), (4, 4)) == (3, 1) and float(cam[0, 0, 0]) == 0.0
+    with pytest.raises(ValueError, match="do not match"):
+        FA.gradcam_heatmaps(Tiny(), maps, torch.tensor([1.0, 0.0]), dense=torch.zeros(2, 2, 4, 4))
+
+
+class _PoolTower(torch.nn.Module):
+    """A stand-in tower of stride 4: the last map is the mean of each 4 × 4 block of the first input channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(x[:, :1], 4)
+
+
+def test_stitched_features_sample_the_same_map_densely():
+    from mammoclip_kit.data.transforms import PAPER_MEAN, PAPER_STD
+
+    x = torch.arange(2 * 3 * 8 * 12, dtype=torch.float32).reshape(2, 3, 8, 12)
+    tower = _PoolTower()
+    dense = FA.stitched_features(tower, x, stitch=2)
+    assert dense.shape == (2, 1, 4, 6)
+    assert torch.equal(dense[:, :, ::2, ::2], tower.forward_features(x))  # offset 0 is the ordinary map
+    # cell (1, 3) = window shifted down 2 and right 2 from cell (0, 1): rows 2..5, columns 6..9
+    assert float(dense[0, 0, 1, 3]) == pytest.approx(float(x[0, 0, 2:6, 6:10].mean()))
+    # the last row / column of windows reaches past the image: the vacated border is background
+    fill = (0.0 - PAPER_MEAN) / PAPER_STD
+    expected = torch.full((4, 4), fill)
+    expected[:2, :2] = x[1, 0, 6:8, 10:12]
+    assert float(dense[1, 0, 3, 5]) == pytest.approx(float(expected.mean()))
+    assert torch.equal(FA.stitched_features(tower, x, stitch=1), tower.forward_features(x))
+    with pytest.raises(ValueError, match="not divisible by stitch=3"):
+        FA.stitched_features(tower, x, stitch=3)
+    with pytest.raises(ValueError, match="stitch must be"):
+        FA.stitched_features(tower, x, stitch=0)
+
+
+def test_feature_maps_stitch_reads_images_and_caches_separately(tmp_path):
+    import cv2
+
+    paths = []
+    for k in range(2):
+        image = np.zeros((16, 8), dtype=np.uint8)
+        image[4 * k:4 * k + 4, 2:6] = 255
+        paths.append(tmp_path / f"im{k}.png")
+        cv2.imwrite(str(paths[-1]), image)
+    tower = _PoolTower()
+    plain, sizes = FA.feature_maps(tower, paths, cache_dir=tmp_path / "cache", progress=False)
+    dense, _ = FA.feature_maps(tower, paths, cache_dir=tmp_path / "cache", progress=False, stitch=4)
+    assert plain.shape == (2, 1, 4, 2) and dense.shape == (2, 1, 16, 8) and sizes == [(16, 8), (16, 8)]
+    assert torch.equal(dense[:, :, ::4, ::4], plain)
+    assert len(list((tmp_path / "cache").glob("factor_maps_*.pt"))) == 2
+    again, _ = FA.feature_maps(tower, paths, cache_dir=tmp_path / "cache", progress=False, stitch=4)
+    assert torch.equal(again, dense)
+
+
+def test_box_oracle_sets_the_grid_ceiling():
+    boxes = [np.array([[10.0, 20.0, 18.0, 28.0]]), np.array([[40.0, 4.0, 56.0, 12.0]])]
+    sizes = [(64, 64), (64, 64)]
+    fine = FA.box_oracle_heatmaps(boxes, sizes, (64, 64))
+    assert fine[0].shape == (64, 64) and fine[0].sum() == 64 and fine[0][20:28, 10:18].min() == 1.0
+    result = FA.evaluate_localization(fine, sizes, boxes, quantile=0.95)
+    assert result.map25 == pytest.approx(1.0) and result.map50 == pytest.approx(1.0) and result.pointing == 1.0
+    coarse = FA.box_oracle_heatmaps(boxes, sizes, (2, 2))  # one cell is a quarter of the image
+    assert coarse[0].tolist() == [[64 / 1024, 0.0], [0.0, 0.0]]
+    assert FA.evaluate_localization(coarse, sizes, boxes, quantile=0.95).map50 < 0.5
+    with pytest.raises(ValueError, match="2 box lists for 1 image sizes"):
+        FA.box_oracle_heatmaps(boxes, sizes[:1], (4, 4))
+
+
+def test_channel_hit_rates_count_peaks_inside_boxes():
+    maps = torch.zeros(2, 3, 4, 4)
+    maps[0, 0, 1, 1] = maps[1, 0, 2, 3] = 1.0  # channel 0 peaks in the box of both images
+    maps[0, 1, 3, 3] = maps[1, 1, 2, 3] = 1.0  # channel 1 in one of them
+    maps[:, 2, 0, 0] = 1.0  # channel 2 always at the corner, which the mask of image 0 excludes
+    sizes = [(40, 40), (40, 40)]
+    boxes = [np.array([[10.0, 10.0, 20.0, 20.0]]), np.array([[30.0, 20.0, 40.0, 30.0], [0.0, 30.0, 10.0, 40.0]])]
+    rates = FA.channel_hit_rates(maps, sizes, boxes)
+    assert rates.tolist() == [1.0, 0.5, 0.0]
+    mask = np.ones((40, 40), dtype=bool)
+    mask[:10, :10] = False
+    maps[0, 2, 1, 1] = 0.5  # best cell inside the mask, inside the box
+    assert FA.channel_hit_rates(maps, sizes, boxes, masks=[mask, np.ones((40, 40), bool)]).tolist() == [1.0, 0.5, 0.5]
+    assert np.isnan(FA.channel_hit_rates(maps, sizes, [np.zeros((0, 4))] * 2)).all()
+
+
+def test_box_supervised_weights_find_the_channel_that_marks_the_boxes():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(6, 4, 4, 4, generator=g) * 0.1
+    boxes, sizes = [], [(40, 40)] * 6
+    for i in range(6):
+        row, col = i % 4, (i * 3) % 4
+        maps[i, 2, row, col] += 5.0  # channel 2 fires in the box cell, in units of 0.1 × its scale elsewhere
+        boxes.append(np.array([[col * 10.0, row * 10.0, col * 10.0 + 10, row * 10.0 + 10]]))  # one cell
+    weights = FA.box_supervised_weights(maps, sizes, boxes)
+    standardised = weights * maps.permute(1, 0, 2, 3).flatten(1).std(1)  # weights are in activation units
+    assert weights.shape == (4,) and int(standardised.abs().argmax()) == 2 and float(weights[2]) > 0
+    heat = torch.einsum("nchw,c->nhw", maps, weights)
+    assert FA.evaluate_localization(list(heat.numpy()), sizes, boxes, quantile=0.9).pointing == 1.0
+    with pytest.raises(ValueError, match="need cells inside and outside"):
+        FA.box_supervised_weights(maps, sizes, [np.zeros((0, 4))] * 6)
+    # a box smaller than a cell, holding no cell centre, still marks the cell of its own centre
+    tiny = [np.array([[b[0, 0] + 1, b[0, 1] + 1, b[0, 0] + 3, b[0, 1] + 3]]) for b in boxes]
+    assert float(FA.box_supervised_weights(maps, sizes, tiny)[2]) > 0
+
+
 def test_viewer_falls_back_to_a_static_figure():
     import matplotlib.pyplot as plt
 
@@ -181,4 +302,6 @@ def test_attribute_sentences_and_config():
         FA.FactorConfig.from_settings({"learning_rate": 1})
     with pytest.raises(ValueError, match="quantile"):
         FA.FactorConfig.from_settings({"quantile": 1.5})
+    with pytest.raises(ValueError, match="stitch must be a positive integer"):
+        FA.FactorConfig.from_settings({"stitch": 0})
     assert FA.FactorConfig.from_settings({"attributes": ["mass"]}).attributes == ("mass",)
