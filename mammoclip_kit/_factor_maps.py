@@ -236,8 +236,8 @@ def box_supervised_weights(maps: torch.Tensor, sizes: Sequence[tuple[int, int]],
 
     A heatmap that weights channels is a linear function of each cell's ``C``-vector; this fits that function with the
     boxes: an L2 logistic regression (inverse strength ``c``, balanced classes, on standardised features) of "the cell
-    centre lies in a box, or the cell holds a box's centre" over every cell of ``maps`` ``(N, C, h, w)``. It is a supervised reference for what any
-    channel weighting of these maps could reach — not a weakly supervised method.
+    centre lies in a box, or the cell holds a box's centre" over every cell of ``maps`` ``(N, C, h, w)``. It is a
+    supervised reference for what any channel weighting of these maps could reach — not a weakly supervised method.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -258,7 +258,7 @@ def box_supervised_weights(maps: torch.Tensor, sizes: Sequence[tuple[int, int]],
     y = np.concatenate(labels)
     if y.all() or not y.any():
         raise ValueError(f"box_supervised_weights: need cells inside and outside the boxes; {int(y.sum())} of "
-                         f"{y.size} cell centres lie in a box")
+                         f"{y.size} cells are marked by a box")
     x = maps.float().permute(0, 2, 3, 1).reshape(-1, maps.shape[1]).numpy().astype(np.float64)
     mean, std = x.mean(0), x.std(0) + 1e-6
     model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit((x - mean) / std, y)

@@ -70,9 +70,10 @@ from mammoclip_kit._factor_train import (
 __all__ = [
     "ATTRIBUTES", "SENTENCE_RULES", "AttributeMapper", "FactorConfig", "FactorData", "LocalizationResult",
     "MapperHistory", "attribute_embeddings", "attribute_sentences", "attribute_text_sets", "box_oracle_heatmaps",
-    "box_supervised_weights", "boxes_for", "channel_alignment", "channel_hit_rates", "evaluate_localization", "factor_data", "factor_heatmaps",
-    "factor_loss", "feature_maps", "gradcam_heatmaps", "heatmap_to_boxes", "heatmap_viewer", "image_labels", "localize", "show_heatmap",
-    "stack_attributes", "stitched_features", "tissue_mask", "train_mapper", "upsample", "widgets_available",
+    "box_supervised_weights", "boxes_for", "channel_alignment", "channel_hit_rates", "evaluate_localization",
+    "factor_data", "factor_heatmaps", "factor_loss", "feature_maps", "gradcam_heatmaps", "heatmap_to_boxes",
+    "heatmap_viewer", "image_labels", "localize", "show_heatmap", "stack_attributes", "stitched_features",
+    "tissue_mask", "train_mapper", "upsample", "widgets_available",
 ]
 
 BOX_PNG = ("png_xmin", "png_ymin", "png_xmax", "png_ymax")

@@ -139,38 +139,36 @@ def test_evaluate_localization_hand_made_case_and_original_pixels():
                                      png_box[3] * 4 + 50])
 
 
-def test_gradcam_highlights_the_channel_the_prompt_reads():
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.image_projection = torch.nn.Linear(3, 2, bias=False)
-            with torch.no_grad():
-                self.image_projection.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+class _Projection(torch.nn.Module):
+    """A stand-in model for Grad-CAM: only ``image_projection``, a fixed linear map."""
 
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.image_projection = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        with torch.no_grad():
+            self.image_projection.weight.copy_(weight)
+
+
+def test_gradcam_highlights_the_channel_the_prompt_reads():
     maps = torch.full((1, 3, 4, 4), 0.1)
     maps[0, 0, 1, 2] = 2.0
-    cam = FA.gradcam_heatmaps(Tiny(), maps, positive=torch.tensor([1.0, 0.0]), negative=torch.tensor([0.0, 1.0]))
+    tiny = _Projection(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    cam = FA.gradcam_heatmaps(tiny, maps, positive=torch.tensor([1.0, 0.0]), negative=torch.tensor([0.0, 1.0]))
     assert cam.shape == (1, 4, 4)
     assert np.unravel_index(int(cam[0].argmax()), (4, 4)) == (1, 2)
 
 
 def test_gradcam_weights_from_maps_apply_to_dense_maps():
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.image_projection = torch.nn.Linear(2, 2, bias=False)
-            with torch.no_grad():
-                self.image_projection.weight.copy_(torch.eye(2))
-
+    tiny = _Projection(torch.eye(2))
     maps = torch.ones(1, 2, 2, 2)
     dense = torch.zeros(1, 2, 4, 4)
     dense[0, 0, 3, 1] = 1.0  # the channel the prompt reads peaks here on the finer grid
     dense[0, 1, 0, 0] = 5.0  # the other channel gets a negative weight
-    cam = FA.gradcam_heatmaps(Tiny(), maps, torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), dense=dense)
+    cam = FA.gradcam_heatmaps(tiny, maps, torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), dense=dense)
     assert cam.shape == (1, 4, 4)
     assert np.unravel_index(int(cam[0].argmax()), (4, 4)) == (3, 1) and float(cam[0, 0, 0]) == 0.0
     with pytest.raises(ValueError, match="do not match"):
-        FA.gradcam_heatmaps(Tiny(), maps, torch.tensor([1.0, 0.0]), dense=torch.zeros(2, 2, 4, 4))
+        FA.gradcam_heatmaps(tiny, maps, torch.tensor([1.0, 0.0]), dense=torch.zeros(2, 2, 4, 4))
 
 
 class _PoolTower(torch.nn.Module):
