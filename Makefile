@@ -27,13 +27,13 @@ test: setup
 	$(OFFLINE) $(BIN)/python -m pytest
 
 reproduce: setup
-	$(OFFLINE) $(BIN)/python -m mammoclip_kit.runner --profile $(PROFILE)
+	$(OFFLINE) $(BIN)/python -m mammoclip_kit.course.runner --profile $(PROFILE)
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/
 
 student: setup
-	$(BIN)/python -m mammoclip_kit.student --out student
+	$(BIN)/python -m mammoclip_kit.course.student --out student
 
 # The conventional nbval route (the same notebooks, profile from the environment); `make test` uses the runner.
 nbval: setup

@@ -20,5 +20,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     return build_cli("reports", argv, description=__doc__)
 
 
-if __name__ == "__main__":
+def cli() -> int:
+    """Console-script entry point: run :func:`main` and exit 0 (errors exit non-zero with their message)."""
     main()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

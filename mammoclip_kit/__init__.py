@@ -22,7 +22,7 @@ _LAZY = {
     "embed_images": "mammoclip_kit.inference",
     "embed_texts": "mammoclip_kit.inference",
     "zero_shot": "mammoclip_kit.inference",
-    "retrieval_metrics": "mammoclip_kit.inference",
+    "retrieval_metrics": "mammoclip_kit.eval.metrics",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

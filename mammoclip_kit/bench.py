@@ -10,7 +10,7 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "cohort": ("mammoclip_kit.data.synthetic", "images/s of the synthetic cohort generator"),
+    "cohort": ("mammoclip_kit.cohort.generate", "images/s of the synthetic cohort generator"),
     "preprocess": ("mammoclip_kit.data.preprocess", "images/s per core of DICOM → PNG, paper and voi modes"),
     "pretrain": ("mammoclip_kit.train.bench", "img/s, step time and peak memory of a pretraining step"),
     "embed": ("mammoclip_kit.inference", "embedding throughput (img/s) of an image tower"),

@@ -136,6 +136,26 @@ class RunContext:
         tmp.replace(path)
         return path
 
+    def require_data(self, complete: bool = True) -> Path:
+        """Make sure ``data_root`` exists before a stage reads it, and return it.
+
+        The embedded cohort is generated here when it is missing (the data pipeline itself never builds it: real data
+        and the cohort go through the same code). A user data root must exist; with ``complete`` it must also hold at
+        least one dataset part with all its files (:func:`mammoclip_kit.data.layout.check_user_data`).
+        """
+        if self.is_cohort:
+            from mammoclip_kit.cohort import ensure_cohort
+
+            return ensure_cohort(self)
+        if not complete:
+            if not self.data_root.is_dir():
+                raise FileNotFoundError(f"data_root {self.data_root} does not exist: point data_root at a folder "
+                                        "holding vindr/, rsna/ and/or reports/")
+            return self.data_root
+        from mammoclip_kit.data.layout import check_user_data
+
+        return check_user_data(self.data_root)
+
     def _describe_data(self) -> str:
         return f"embedded cohort ({self.data_root.name})" if self.is_cohort else "user data"
 

@@ -9,7 +9,6 @@
   embeddings of all prompts of a class, re-normalises and applies the model's logit scale before the softmax (CLIP /
   open_clip practice). ``scoring="reference"`` is the released evaluation's exact rule: one prompt per class (the first
   one), softmax over the raw cosine similarities, no logit scale.
-* :func:`retrieval_metrics` is :func:`mammoclip_kit.eval.metrics.retrieval_metrics` (Recall@k, mean rank, both ways).
 * ``python -m mammoclip_kit.bench embed ...`` (:func:`benchmark`) measures image-embedding throughput.
 
 Example::
@@ -34,7 +33,6 @@ import torch
 import torch.nn.functional as F
 
 from mammoclip_kit.data.transforms import load_image, resize_to, to_model_input
-from mammoclip_kit.eval.metrics import retrieval_metrics
 
 __all__ = [
     "DICOM_SUFFIXES",
@@ -46,7 +44,6 @@ __all__ = [
     "load_model_input",
     "model_image_size",
     "normalize_prompts",
-    "retrieval_metrics",
     "zero_shot",
     "zero_shot_probabilities",
 ]

@@ -742,10 +742,7 @@ def ensure_pngs(ctx: Any, datasets: Sequence[str] = ("vindr", "rsna", "reports")
     ``png_dir/settings.json``); ``retrain=True`` converts everything again. Prints one line per dataset and returns
     ``{dataset: png_dir}``.
     """
-    if getattr(ctx, "is_cohort", False):
-        from mammoclip_kit.data.synthetic import ensure_cohort
-
-        ensure_cohort(ctx)
+    ctx.require_data(complete=False)  # images are enough here; the table builders check the CSVs
     section = ctx.section("preprocess")
     cfg = PreprocessCfg.from_section(section)
     workers = int(ctx.params.get("num_workers") or section.get("workers") or 1)
@@ -792,7 +789,7 @@ def make_phantom(rows: int = 640, cols: int = 384, *, seed: int = 0, laterality:
 
     A half-ellipse breast against the chest wall (left edge for ``"L"``), smooth random texture, a darker periphery,
     air at ``air`` of the range plus noise, and optionally a bright burnt-in marker block in the opposite top corner.
-    Not the teaching cohort (see :mod:`mammoclip_kit.data.synthetic`): just enough structure for the ROI code.
+    Not the teaching cohort (see :mod:`mammoclip_kit.cohort.generate`): just enough structure for the ROI code.
     """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)

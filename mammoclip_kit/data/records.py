@@ -690,7 +690,7 @@ def _resolve_png_dirs(ctx: Any, config: TablesConfig) -> dict[str, Path]:
             path = Path(folder).expanduser()
             png_dirs[dataset] = path if path.is_absolute() else ctx.data_root / path
     if any(d not in png_dirs for d in _INPUTS):
-        # also builds the embedded cohort when it is missing (ensure_pngs → ensure_cohort)
+        # ensure_pngs asks the context for its data first (the context builds a missing embedded cohort)
         from mammoclip_kit.data.preprocess import ensure_pngs
 
         for dataset, folder in (ensure_pngs(ctx) or {}).items():

@@ -51,7 +51,7 @@ from torchvision.models.detection.retinanet import (
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import sigmoid_focal_loss
 
-from mammoclip_kit._validation import reject_unknown
+from mammoclip_kit.config import reject_unknown
 
 #: The paper's anchor base sizes for pyramid levels 3–7 (``2 ** (level + 2)``) at its 512 × 512 detector input.
 PAPER_ANCHOR_SIZES: tuple[float, ...] = (32.0, 64.0, 128.0, 256.0, 512.0)

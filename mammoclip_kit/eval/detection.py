@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mammoclip_kit._validation import reject_unknown
+from mammoclip_kit.config import reject_unknown
 from mammoclip_kit.eval._detection_data import (
     BOX_COLUMNS,
     BoxAugment,

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mammoclip_kit._validation import reject_unknown
+from mammoclip_kit.config import reject_unknown
 from mammoclip_kit.data.transforms import load_image, resize_to, to_model_input
 from mammoclip_kit.eval.metrics import ConfidenceInterval, bootstrap_ci, breast_level_scores, roc_auc
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mammoclip_kit._validation import reject_unknown
+from mammoclip_kit.config import reject_unknown
 from mammoclip_kit.data.transforms import PAPER_MEAN, PAPER_STD
 from mammoclip_kit.models.towers import (
     ImageTowerConfig,

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from mammoclip_kit._validation import reject_unknown
+from mammoclip_kit.config import reject_unknown
 from mammoclip_kit.models.clip import ClipConfig, MammoClip, build_model
 from mammoclip_kit.models.towers import ImageTowerConfig, TextTowerConfig
 

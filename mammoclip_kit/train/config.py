@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from mammoclip_kit._validation import reject_unknown
+from mammoclip_kit.config import reject_unknown
 
 __all__ = ["PretrainConfig", "VARIANTS", "load_config", "apply_overrides", "config_hash"]
 

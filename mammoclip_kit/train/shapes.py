@@ -36,7 +36,7 @@ SHAPES: tuple[str, ...] = ("none", "disk", "ring", "square", "triangle", "star",
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    from mammoclip_kit.data._phantom import powerlaw_noise
+    from mammoclip_kit.cohort.phantom import powerlaw_noise
 
     field = powerlaw_noise(rng, (height, width), beta=float(rng.uniform(1.5, 3.5)),
                            stretch=float(rng.uniform(1.0, 3.0)), angle_deg=float(rng.uniform(0, 180)))

@@ -344,7 +344,7 @@ TINY = {"preset": "smoke", "seed": 0, "n_patients": {"vindr": 2, "rsna": 2, "rep
 
 @pytest.fixture(scope="module")
 def tiny_cohort(tmp_path_factory) -> Path:
-    from mammoclip_kit.data.synthetic import make_cohort
+    from mammoclip_kit.cohort.generate import make_cohort
 
     root = tmp_path_factory.mktemp("cohort")
     make_cohort(root, preset=TINY["preset"], seed=TINY["seed"], workers=1, progress=False,
@@ -375,7 +375,7 @@ def test_every_cohort_file_decodes_and_paper_mode_matches_reference(tiny_cohort,
 
 
 def test_ensure_pngs_on_cohort_writes_no_phi(tiny_cohort, tmp_path, capsys):
-    from mammoclip_kit.data._dicom_writer import PHI_NAME_PREFIX
+    from mammoclip_kit.cohort.dicom_writer import PHI_NAME_PREFIX
 
     phi = {PHI_NAME_PREFIX}
     for src in _cohort_files(tiny_cohort):

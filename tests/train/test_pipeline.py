@@ -60,7 +60,8 @@ def test_ensure_pretrained_loads_resumes_and_retrains(tmp_path: Path, capsys: py
     settings = {"pretrain": {"config": str(SMOKE), "overrides": {"image_size": [48, 32], "epochs": 1,
                                                                   "max_steps": None, "tensorboard": False}}}
     params = {"max_steps": None, "batch_size": None, "num_workers": None, "text_encoder": None, "retrain": False}
-    ctx = RunContext(profile="smoke", data_root=tmp_path / "none", output_dir=tmp_path / "out",
+    (tmp_path / "user_data").mkdir()  # a user data root without datasets: the tables already built are used
+    ctx = RunContext(profile="smoke", data_root=tmp_path / "user_data", output_dir=tmp_path / "out",
                      device=torch.device("cpu"), seed=0, settings=settings, params=params, is_cohort=False)
     assert pretrain_config(ctx, "clip").loss == "clip"
     folder = ensure_pretrained(ctx, "clip", progress=False)

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from mammoclip_kit.data._phantom import GLAND, ViewGeometry
+from mammoclip_kit.cohort.phantom import GLAND, ViewGeometry
 
 #: VinDr-Mammo categories the cohort draws (the other VinDr names never occur here).
 VINDR_FINDINGS: tuple[str, ...] = ("Mass", "Suspicious Calcification", "Architectural Distortion", "Focal Asymmetry")

@@ -42,169 +42,27 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mammoclip_kit.data import _dicom_writer as dw
-from mammoclip_kit.data import _lesions as lz
-from mammoclip_kit.data import _phantom as ph
-from mammoclip_kit.data._cohort_figures import (  # noqa: F401  (re-exported: the notebook's figures)
-    display_pixels,
-    lesion_contrast,
-    load_truth,
-    model_view,
-    pick_exam,
-    show_densities,
-    show_exam,
-    show_findings,
-    show_vendor_histograms,
-    two_view_table,
-    vendor_table,
+from mammoclip_kit.cohort import dicom_writer as dw
+from mammoclip_kit.cohort.config import (
+    GENERATOR_VERSION,
+    PART_VENDORS,
+    PARTS,
+    PRESETS,
+    REPORT_COLUMNS,
+    RSNA_COLUMNS,
+    TRUTH_IMAGE_COLUMNS,
+    VINDR_BREAST_COLUMNS,
+    VINDR_FINDING_COLUMNS,
+    CohortConfig,
+    resolve_config,
 )
-from mammoclip_kit.data._patient import (  # noqa: F401  (re-exported)
-    TRUTH_LESION_COLUMNS,
-    VIEWS,
-    render_patient,
-)
-from mammoclip_kit.data._patient import hex_id as _hex_id
-
-GENERATOR_VERSION = "1.2"  # bump whenever the generated files change: cohorts of another version are rebuilt
-PARTS: tuple[str, ...] = ("vindr", "rsna", "reports")
-
-#: Exact column lists of the real files (VinDr-Mammo v1.0.0, RSNA Screening Mammography, the paper's raw report table).
-VINDR_BREAST_COLUMNS = ["study_id", "series_id", "image_id", "laterality", "view_position", "height", "width",
-                        "breast_birads", "breast_density", "split"]
-VINDR_FINDING_COLUMNS = ["study_id", "series_id", "image_id", "laterality", "view_position", "height", "width",
-                         "breast_birads", "breast_density", "finding_categories", "finding_birads", "xmin", "ymin",
-                         "xmax", "ymax", "split"]
-RSNA_COLUMNS = ["site_id", "patient_id", "image_id", "laterality", "view", "age", "cancer", "biopsy", "invasive",
-                "BIRADS", "implant", "density", "machine_id", "difficult_negative_case"]
-REPORT_COLUMNS = ["patient_id", "GENDER", "AGE", "BIRADS_CATEGORY", "HISTORY", "FINDINGS", "IMPRESSION", "ASSESMENT",
-                  "RECOMENDATION", "CONCLUSION", "image_id", "fold", "view", "laterality", "img_size_row",
-                  "img_size_column", "BIRADS_numeric"]
-TRUTH_IMAGE_COLUMNS = ["dataset", "patient_id", "study_id", "image_id", "path", "laterality", "view", "vendor",
-                       "manufacturer", "height", "width", "pixel_spacing_mm", "bits_stored", "photometric",
-                       "transfer_syntax", "density", "dense_fraction", "birads", "malignant", "findings", "n_lesions",
-                       "age", "patient_name", "birth_date", "thickness_mm", "nipple_row", "nipple_col", "split", "fold"]
-
-DEFAULT_PREVALENCE: dict[str, float] = {
-    "Mass": 0.28, "Suspicious Calcification": 0.18, "Architectural Distortion": 0.06, "Focal Asymmetry": 0.06,
-    "Benign": 0.20,
-}
-#: Vendor mix of each part (weights over ``VENDORS`` keys; vendors not selected by ``--vendors`` are dropped).
-PART_VENDORS: dict[str, dict[str, float]] = {
-    "vindr": {"siemens": 0.45, "hologic": 0.3, "ge": 0.25},
-    "rsna": {"hologic": 0.4, "ge": 0.25, "fuji": 0.2, "siemens": 0.15},
-    "reports": {"hologic": 0.5, "siemens": 0.25, "ge": 0.2, "fuji": 0.05},
-}
-
-
-@dataclass
-class CohortConfig:
-    """Everything that determines a cohort (with the seed). ``preset`` names the starting point."""
-
-    preset: str = "smoke"
-    n_patients: dict[str, int] = field(default_factory=lambda: {"vindr": 4, "rsna": 4, "reports": 4})
-    image_scale: float = 0.07
-    prevalence: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PREVALENCE))
-    density_distribution: dict[str, float] = field(default_factory=lambda: {"A": 0.25, "B": 0.25, "C": 0.25,
-                                                                             "D": 0.25})
-    vendors: list[str] = field(default_factory=lambda: list(dw.VENDORS))
-    conspicuity: float = 0.12
-    mass_size_mm: tuple[float, float] = (8.0, 30.0)
-    vindr_test_fraction: float = 0.2
-    compress: bool = True
-
-    def validate(self) -> CohortConfig:
-        for part, n in self.n_patients.items():
-            if part not in PARTS:
-                raise ValueError(f"n_patients: unknown part {part!r}; expected some of {PARTS}")
-            if int(n) < 0:
-                raise ValueError(f"n_patients[{part}] must be >= 0, got {n}")
-        if not 0.01 <= float(self.image_scale) <= 1.0:
-            raise ValueError(f"image_scale must be in [0.01, 1], got {self.image_scale}")
-        for name, p in self.prevalence.items():
-            if name not in DEFAULT_PREVALENCE:
-                raise ValueError(f"prevalence: unknown finding {name!r}; expected some of {list(DEFAULT_PREVALENCE)}")
-            if not 0.0 <= float(p) <= 1.0:
-                raise ValueError(f"prevalence[{name}] must be in [0, 1], got {p}")
-        if set(self.density_distribution) != set(ph.DENSITIES) or min(self.density_distribution.values()) < 0:
-            raise ValueError(f"density_distribution needs non-negative weights for {ph.DENSITIES}, "
-                             f"got {self.density_distribution}")
-        self.vendors = dw.resolve_vendors(self.vendors)
-        return self
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["mass_size_mm"] = list(self.mass_size_mm)
-        return out
-
-
-PRESETS: dict[str, CohortConfig] = {
-    "smoke": CohortConfig(preset="smoke"),
-    "classroom": CohortConfig(
-        preset="classroom", n_patients={"vindr": 250, "rsna": 150, "reports": 300}, image_scale=0.2,
-        density_distribution={"A": 0.15, "B": 0.35, "C": 0.35, "D": 0.15}),
-}
-
-
-def resolve_config(preset: str = "smoke", **overrides: Any) -> CohortConfig:
-    """The preset's :class:`CohortConfig` with ``overrides`` applied (None values are ignored).
-
-    ``n_patients`` may be an int (every part) or a dict per part; ``prevalence`` a float (scales every finding), a dict
-    keyed by finding name or short key (mass, calcification, distortion, asymmetry, benign), or a "key=value,..." string.
-    """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown cohort preset {preset!r}: expected one of {sorted(PRESETS)}")
-    base = PRESETS[preset]
-    cfg = replace(base, n_patients=dict(base.n_patients), prevalence=dict(base.prevalence),
-                  density_distribution=dict(base.density_distribution), vendors=list(base.vendors))
-    unknown = sorted(set(overrides) - set(CohortConfig.__dataclass_fields__))
-    if unknown:
-        raise TypeError(f"unknown cohort setting(s) {unknown}; expected some of {sorted(CohortConfig.__dataclass_fields__)}")
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key == "n_patients":
-            value = {part: int(value) for part in PARTS} if isinstance(value, (int, float)) else \
-                {**cfg.n_patients, **{k: int(v) for k, v in dict(value).items()}}
-        elif key == "prevalence":
-            value = parse_prevalence(value, cfg.prevalence)
-        elif key == "vendors" and isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        elif key == "mass_size_mm":
-            value = tuple(float(v) for v in value)
-        setattr(cfg, key, value)
-    return cfg.validate()
-
-
-def parse_prevalence(value: Any, base: dict[str, float]) -> dict[str, float]:
-    """Turn a prevalence override (float scale, dict or "mass=0.3,calcification=0.2") into a full dict."""
-    out = dict(base)
-    if isinstance(value, (int, float)):
-        return {name: min(1.0, p * float(value)) for name, p in base.items()}
-    if isinstance(value, str):
-        try:
-            return parse_prevalence(float(value), base)
-        except ValueError:
-            pass
-        pairs = {}
-        for item in value.split(","):
-            if "=" not in item:
-                raise ValueError(f"prevalence: expected key=value items, got {item!r} in {value!r}")
-            key, number = item.split("=", 1)
-            pairs[key.strip()] = float(number)
-        value = pairs
-    for key, p in dict(value).items():
-        name = lz.PREVALENCE_KEYS.get(key, key)
-        if name not in DEFAULT_PREVALENCE:
-            raise ValueError(f"prevalence: unknown finding {key!r}; use one of {sorted(lz.PREVALENCE_KEYS)}")
-        out[name] = float(p)
-    return out
-
+from mammoclip_kit.cohort.patient import TRUTH_LESION_COLUMNS, render_patient
+from mammoclip_kit.cohort.patient import hex_id as _hex_id
 
 # --------------------------------------------------------------------------------------------------- planning
 
@@ -427,14 +285,14 @@ def cohort_metrics(root: str | Path) -> dict[str, Any]:
 def ensure_cohort(ctx) -> Path:
     """Return the data root of ``ctx``; build the embedded cohort there first if it is missing or outdated.
 
-    With the embedded cohort (``ctx.is_cohort``) the ``cohort`` section of the profile gives ``preset``, ``seed`` (a
+    The ``cohort`` section of the profile gives ``preset``, ``seed`` (a
     fixed cohort seed, default 0, independent of the notebook seed), ``workers`` and optional overrides
     (``n_patients``, ``image_scale``, ``prevalence``, ``vendors``). The cohort is rebuilt when ``cohort.json`` is missing
-    or records different parameters. With user data it only checks the folder and names what is missing.
+    or records different parameters.
     """
     root = Path(ctx.data_root)
     if not ctx.is_cohort:
-        return check_user_data(root)
+        raise ValueError(f"ensure_cohort: {root} is user data, not the embedded cohort; use ctx.require_data()")
     section = ctx.section("cohort")
     preset = section.get("preset") or ctx.profile
     seed = int(section.get("seed", 0) or 0)
@@ -499,36 +357,6 @@ def _build_lock(root: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-#: What each part of a user's data root must hold (relative paths); one present part is enough.
-REQUIRED_FILES: dict[str, list[str]] = {
-    "vindr": ["vindr/breast-level_annotations.csv", "vindr/finding_annotations.csv", "vindr/images"],
-    "rsna": ["rsna/train.csv", "rsna/train_images"],
-    "reports": ["reports/reports.csv", "reports/images"],
-}
-
-
-def check_user_data(root: str | Path) -> Path:
-    """Check a real-data root: it must exist and hold at least one complete part; prints which parts are missing."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data_root {root} does not exist: point data_root at a folder holding vindr/, "
-                                "rsna/ and/or reports/ (see README 'Real data')")
-    complete, problems = [], []
-    for part, needed in REQUIRED_FILES.items():
-        missing = [rel for rel in needed if not (root / rel).exists()]
-        if not (root / part).exists():
-            problems.append(f"{part}/ absent")
-        elif missing:
-            problems.append(f"{part}/ incomplete: missing {', '.join(missing)}")
-        else:
-            complete.append(part)
-    if not complete:
-        raise FileNotFoundError(f"data_root {root} holds no complete dataset part: " + "; ".join(problems))
-    if problems:
-        print(f"data_root {root}: using {', '.join(complete)}; " + "; ".join(problems))
-    return root
 
 
 # --------------------------------------------------------------------------------------------------- CLI + bench

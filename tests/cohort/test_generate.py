@@ -14,10 +14,12 @@ import pandas as pd
 import pydicom
 import pytest
 
-from mammoclip_kit.data import _dicom_writer as dw
-from mammoclip_kit.data import synthetic as syn
-from mammoclip_kit.data._lesions import Lesion
-from mammoclip_kit.data._report_grammar import NEGATION_WORDS, SUSPICIOUS_CALC_WORDS, generate_report
+from mammoclip_kit.cohort import config as cfgmod
+from mammoclip_kit.cohort import dicom_writer as dw
+from mammoclip_kit.cohort import figures as cohort_figures
+from mammoclip_kit.cohort import generate as syn
+from mammoclip_kit.cohort.lesions import Lesion
+from mammoclip_kit.cohort.reports import NEGATION_WORDS, SUSPICIOUS_CALC_WORDS, generate_report
 
 KEYWORDS = {"Mass": "mass", "Suspicious Calcification": "calcification", "Architectural Distortion": "distortion",
             "Focal Asymmetry": "asymmetr", "Intramammary Lymph Node": "lymph node",
@@ -45,10 +47,10 @@ def _pixels(root: Path, rel: str) -> np.ndarray:
 
 def test_layout_and_columns(cohort: Path):
     assert (cohort / "cohort.json").is_file()
-    assert list(_read(cohort, "vindr/breast-level_annotations.csv").columns) == syn.VINDR_BREAST_COLUMNS
-    assert list(_read(cohort, "vindr/finding_annotations.csv").columns) == syn.VINDR_FINDING_COLUMNS
-    assert list(_read(cohort, "rsna/train.csv").columns) == syn.RSNA_COLUMNS
-    assert list(_read(cohort, "reports/reports.csv").columns) == syn.REPORT_COLUMNS
+    assert list(_read(cohort, "vindr/breast-level_annotations.csv").columns) == cfgmod.VINDR_BREAST_COLUMNS
+    assert list(_read(cohort, "vindr/finding_annotations.csv").columns) == cfgmod.VINDR_FINDING_COLUMNS
+    assert list(_read(cohort, "rsna/train.csv").columns) == cfgmod.RSNA_COLUMNS
+    assert list(_read(cohort, "reports/reports.csv").columns) == cfgmod.REPORT_COLUMNS
     images = _read(cohort, "truth/images.csv")
     assert len(images) == 48 and images.groupby("dataset").size().to_dict() == {"reports": 16, "rsna": 16, "vindr": 16}
     for _, row in images.iterrows():
@@ -188,9 +190,9 @@ def test_cc_and_mlo_show_each_lesion_consistently(cohort: Path):
 
 
 def test_quotas_follow_prevalence_and_density():
-    cfg = syn.resolve_config("smoke", n_patients=500, prevalence="mass=0.3,calcification=0.2,distortion=0.05")
+    cfg = cfgmod.resolve_config("smoke", n_patients=500, prevalence="mass=0.3,calcification=0.2,distortion=0.05")
     tasks = syn.plan_cohort(cfg, seed=3)
-    for part in syn.PARTS:
+    for part in cfgmod.PARTS:
         part_tasks = [t for t in tasks if t["part"] == part]
         breasts = [f for t in part_tasks for f in t["findings"].values()]
         assert len(breasts) == 1000
@@ -316,24 +318,17 @@ def test_ensure_cohort_builds_once_and_checks_user_data(tmp_path: Path, monkeypa
     assert len(calls) == 2                       # different parameters: rebuilt
     assert syn.cohort_record(ctx.data_root)["seed"] == 1
 
-    user = SimpleNamespace(data_root=tmp_path / "real", is_cohort=False)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        syn.ensure_cohort(user)
-    (tmp_path / "real" / "rsna").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match=r"rsna/ incomplete: missing rsna/train.csv"):
-        syn.ensure_cohort(user)
-    (tmp_path / "real" / "rsna" / "train.csv").write_text("x\n")
-    (tmp_path / "real" / "rsna" / "train_images").mkdir()
-    assert syn.ensure_cohort(user) == tmp_path / "real"
+    with pytest.raises(ValueError, match="user data"):
+        syn.ensure_cohort(SimpleNamespace(data_root=tmp_path / "real", is_cohort=False))
 
 
 def test_bad_settings_name_the_problem(tmp_path: Path):
     with pytest.raises(ValueError, match="unknown finding 'masses'"):
-        syn.resolve_config("smoke", prevalence="masses=0.3")
+        cfgmod.resolve_config("smoke", prevalence="masses=0.3")
     with pytest.raises(ValueError, match="unknown vendor"):
-        syn.resolve_config("smoke", vendors="acme")
+        cfgmod.resolve_config("smoke", vendors="acme")
     with pytest.raises(ValueError, match="unknown cohort preset"):
-        syn.resolve_config("huge")
+        cfgmod.resolve_config("huge")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="not a cohort folder"):
@@ -351,7 +346,7 @@ def test_cli_parses_options(tmp_path: Path):
 
 
 def test_breast_bounds_ignore_burnt_in_text():
-    from mammoclip_kit.data._cohort_figures import breast_bounds
+    from mammoclip_kit.cohort.figures import breast_bounds
 
     pixels = np.zeros((100, 60), np.float32)
     pixels[20:90, 0:35] = 0.6          # the breast against the left edge
@@ -366,20 +361,20 @@ def test_cohort_metrics_and_figures(cohort: Path):
     metrics = syn.cohort_metrics(cohort)
     assert metrics["total_images"] == 48 and metrics["preset"] == "smoke" and metrics["cohort_seed"] == 0
     assert set(metrics["density"]["vindr"]) == set("ABCD")
-    table = syn.two_view_table(cohort)
+    table = cohort_figures.two_view_table(cohort)
     assert (table["depth CC (mm)"] - table["depth MLO (mm)"]).abs().max() < 1.0
-    vendors = syn.vendor_table(cohort)
+    vendors = cohort_figures.vendor_table(cohort)
     assert set(vendors["bits stored"]) == {12, 14, 16}
-    images, lesions = syn.load_truth(cohort)
-    exam = syn.pick_exam(images, lesions, "reports", "Mass")
+    images, lesions = cohort_figures.load_truth(cohort)
+    exam = cohort_figures.pick_exam(images, lesions, "reports", "Mass")
     assert (lesions[lesions.patient_id == exam]["finding"] == "Mass").any()
-    fig = syn.show_exam(cohort, exam)
+    fig = cohort_figures.show_exam(cohort, exam)
     assert len(fig.axes) == 5
-    contrast = syn.lesion_contrast(cohort, size=(160, 96), per_finding=4)
+    contrast = cohort_figures.lesion_contrast(cohort, size=(160, 96), per_finding=4)
     masses = contrast[contrast["finding"] == "Mass"]
     assert len(masses) >= 2 and (masses["contrast"] > 0.02).all()  # masses survive the resize to model size
     with pytest.raises(KeyError, match="no patient 'nobody'"):
-        syn.show_exam(cohort, "nobody")
+        cohort_figures.show_exam(cohort, "nobody")
 
 
 def test_masks_label_each_lesion_inside_its_box(cohort: Path):

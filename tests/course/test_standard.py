@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mammoclip_kit.notebook_standard import RULES, check_notebook
+from mammoclip_kit.course.standard import RULES, check_notebook
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

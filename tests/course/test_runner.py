@@ -6,7 +6,7 @@ import json
 import nbformat
 import pytest
 
-from mammoclip_kit import runner
+from mammoclip_kit.course import runner
 
 
 def _notebook(path, body):

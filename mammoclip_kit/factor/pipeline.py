@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from mammoclip_kit._factor_maps import (
+from mammoclip_kit.factor.heatmaps import (
     LocalizationResult,
     box_oracle_heatmaps,
     box_supervised_weights,
@@ -53,7 +53,7 @@ from mammoclip_kit._factor_maps import (
     upsample,
     widgets_available,
 )
-from mammoclip_kit._factor_train import (
+from mammoclip_kit.factor.mapper import (
     ATTRIBUTES,
     SENTENCE_RULES,
     AttributeMapper,

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mammoclip_kit._validation import reject_unknown
+from mammoclip_kit.config import reject_unknown
 
 #: The attributes of the paper and the VinDr table column / box finding name of each.
 ATTRIBUTES: dict[str, dict[str, str]] = {

@@ -1,6 +1,6 @@
 """Rendering one patient of the synthetic cohort: four views, DICOM files, masks and the patient's CSV rows.
 
-Called once per patient by :func:`mammoclip_kit.data.synthetic.make_cohort` (in worker processes); everything random
+Called once per patient by :func:`mammoclip_kit.cohort.generate.make_cohort` (in worker processes); everything random
 comes from the patient's own seed, so the output does not depend on which worker renders it.
 """
 
@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from mammoclip_kit.data import _dicom_writer as dw
-from mammoclip_kit.data import _lesions as lz
-from mammoclip_kit.data import _phantom as ph
-from mammoclip_kit.data._report_grammar import generate_report
-
-if TYPE_CHECKING:
-    from mammoclip_kit.data.synthetic import CohortConfig
+from mammoclip_kit.cohort import dicom_writer as dw
+from mammoclip_kit.cohort import lesions as lz
+from mammoclip_kit.cohort import phantom as ph
+from mammoclip_kit.cohort.config import CohortConfig
+from mammoclip_kit.cohort.reports import generate_report
 
 
 def hex_id(*parts: Any) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mammoclip_kit import runner
+from mammoclip_kit.course import runner
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = runner.discover_notebooks(ROOT / "notebooks")

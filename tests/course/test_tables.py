@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from mammoclip_kit import tables as T
-from mammoclip_kit.paper_results import PAPER_LABEL
+from mammoclip_kit.course import tables as T
+from mammoclip_kit.course.paper_results import PAPER_LABEL
 
 
 def _summary() -> dict:

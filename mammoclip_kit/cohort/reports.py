@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mammoclip_kit.data._lesions import Lesion
+from mammoclip_kit.cohort.lesions import Lesion
 
 BIRADS_NAMES = {0: "Incomplete", 1: "Negative", 2: "Benign", 3: "Probably benign", 4: "Suspicious",
                 5: "Highly suggestive of malignancy"}

@@ -1,7 +1,7 @@
 """The kit's numbers laid out as the paper's tables, next to the paper's own numbers (notebook 10).
 
 Inputs are the metrics each notebook wrote with ``ctx.write_metrics`` — merged by the runner into
-``<output_dir>/summary.json`` — and the paper's numbers of :mod:`mammoclip_kit.paper_results`. Every table carries two
+``<output_dir>/summary.json`` — and the paper's numbers of :mod:`mammoclip_kit.course.paper_results`. Every table carries two
 labels, so that nobody mistakes cohort numbers for paper numbers: the kit's ("kit, classroom profile, embedded
 cohort (classroom)") and the paper's ("reported by the paper, VinDr-Mammo"). A notebook that did not run gives a table
 whose kit side is ``None`` with the reason.
@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from mammoclip_kit.paper_results import PAPER_LABEL, PAPER_TABLES, paper_table
+from mammoclip_kit.course.paper_results import PAPER_LABEL, PAPER_TABLES, paper_table
 
 #: notebook stems whose metrics feed the tables
 NOTEBOOKS = {

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import nbformat
 
-from mammoclip_kit.student import YOUR_TURN_CODE, make_student_copies
+from mammoclip_kit.course.student import YOUR_TURN_CODE, make_student_copies
 
 ROOT = Path(__file__).resolve().parents[2]
 

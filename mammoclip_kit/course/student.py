@@ -1,6 +1,6 @@
 """Student copies of the notebooks: every answer cell (tagged ``solution``) becomes a "your turn" cell.
 
-``python -m mammoclip_kit.student [--src notebooks] [--out student]`` (``make student``).
+``python -m mammoclip_kit.course.student [--src notebooks] [--out student]`` (``make student``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def make_student_copies(src: Path, out: Path) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     from mammoclip_kit.env import repo_root
 
-    parser = argparse.ArgumentParser(prog="python -m mammoclip_kit.student", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mammoclip_kit.course.student", description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", type=Path, default=repo_root() / "notebooks")
     parser.add_argument("--out", type=Path, default=repo_root() / "student")
     args = parser.parse_args(argv)

@@ -180,7 +180,7 @@ def normalize_notebook(path: str | Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m mammoclip_kit.notebook_standard",
+    parser = argparse.ArgumentParser(prog="python -m mammoclip_kit.course.standard",
                                      description="Check notebooks against the kit's notebook standard.")
     parser.add_argument("paths", nargs="*", type=Path, default=[Path("notebooks")])
     parser.add_argument("--normalize", action="store_true",

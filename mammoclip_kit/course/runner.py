@@ -1,0 +1,308 @@
+"""Run the notebook sequence of one profile with papermill and collect its metrics.
+
+``python -m mammoclip_kit.course.runner --profile {smoke,classroom,paper} [--only 03 05] [-p key=value ...] [--output DIR]
+[--resume]``
+
+* executes ``notebooks/NN_*.ipynb`` in order (kernel ``python3``), injecting ``profile``, ``output_dir`` and every
+  ``-p`` value into the cell tagged ``parameters``;
+* writes the executed copies to ``<output>/notebooks/`` (default output: ``runs/<profile>``);
+* merges the metrics JSON each notebook writes (``<output>/metrics/<notebook>.json``) into ``<output>/summary.json``;
+* prints a table (notebook, status, wall time); on failure prints the failing cell's source, its stderr and the
+  traceback, runs the remaining notebooks and exits non-zero;
+* ``--resume`` skips notebooks that already succeeded with the same parameters and the same notebook source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mammoclip_kit import env
+from mammoclip_kit.context import PARAMETERS, PROFILES
+
+NOTEBOOK_DIR = env.repo_root() / "notebooks"
+STATE_FILE = "runner_state.json"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+#: The course: notebook stem -> what it teaches (the order of the design card).
+SEQUENCE: dict[str, str] = {
+    "00_welcome": "what Mammo-CLIP is, the profiles, your environment",
+    "01_the_cohort": "the synthetic screening cohort: views, density, findings, vendors, reports",
+    "02_dicom_to_png": "DICOM decoding, VOI/windowing, breast crop, the paper's PNGs",
+    "03_reports_and_prompts": "report sections, cleaning, augmentation, label-to-text, prompts, training tables",
+    "04_contrastive_pretraining": "CLIP and multi-view contrastive pretraining (MVS) on a CPU",
+    "05_zero_shot_and_retrieval": "zero-shot classification by prompting, image-text retrieval",
+    "06_data_efficiency": "linear probes and fine-tuning at 10/50/100 % of the labels",
+    "07_localization": "RetinaNet on the Mammo-CLIP image tower, mAP",
+    "08_robustness": "vendor hold-out and image shifts at graded severities",
+    "09_mammo_factor": "Mammo-FActOR: sentence-level attribution maps and weak localization",
+    "10_paper_tables": "the kit's numbers next to the paper's tables",
+}
+
+
+@dataclass
+class NotebookResult:
+    """Outcome of one notebook execution."""
+
+    notebook: str
+    status: str  # "ok" | "failed" | "skipped (resume)"
+    wall_s: float = 0.0
+    executed: str = ""
+    error: str = ""
+    failing_cell: str = ""
+    stderr: str = ""
+    fingerprint: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def discover_notebooks(directory: Path | None = None, only: list[str] | None = None) -> list[Path]:
+    """Notebooks named ``NN_topic.ipynb`` in order; ``only`` keeps those whose number or stem is listed."""
+    directory = Path(directory) if directory else NOTEBOOK_DIR
+    notebooks = sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb") if p.is_file())
+    if only:
+        wanted = {str(item) for item in only}
+        notebooks = [p for p in notebooks if p.stem[:2] in wanted or p.stem in wanted]
+        known = {p.stem[:2] for p in notebooks} | {p.stem for p in notebooks}
+        missing = sorted(wanted - known)
+        if missing:
+            raise SystemExit(f"--only names no notebook for {missing} in {directory}")
+    return notebooks
+
+
+def parse_parameter(text: str) -> tuple[str, Any]:
+    """``key=value`` → (key, value); the value is read as a Python literal when it is one, else kept as a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"parameter {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if key not in PARAMETERS:
+        raise argparse.ArgumentTypeError(f"parameter {key!r} is not in the shared vocabulary {sorted(PARAMETERS)}")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key, value
+
+
+def fingerprint(notebook: Path, parameters: dict[str, Any]) -> str:
+    """Hash of the notebook source and its parameters (what ``--resume`` compares)."""
+    digest = hashlib.sha256(notebook.read_bytes())
+    digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def _failure_details(executed: Path) -> tuple[str, str]:
+    """Source and stderr of the first cell that raised, read from papermill's executed copy."""
+    import nbformat
+
+    if not executed.exists():
+        return "", ""
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = cell.get("outputs", [])
+        if any(out.get("output_type") == "error" for out in outputs):
+            stderr = "".join(out.get("text", "") for out in outputs
+                             if out.get("output_type") == "stream" and out.get("name") == "stderr")
+            return cell.source, stderr[-4000:]
+    return "", ""
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or type(exc).__name__ in {"CellTimeoutError", "DeadKernelError"}
+
+
+def run_notebook(notebook: Path, output_dir: Path, parameters: dict[str, Any], *,
+                 timeout: int | None = None, progress: bool = False, retries: int = 1) -> NotebookResult:
+    """Execute one notebook with papermill; never raises for a failing notebook (the result says so).
+
+    ``timeout`` bounds every cell (seconds). A cell that times out or a kernel that dies is retried ``retries`` times
+    with a fresh kernel — the Jupyter client can lose a kernel message and then wait forever, which the timeout turns
+    into an error — and the result records it (``extra["retried"]``). An error raised *by* the notebook is never
+    retried.
+    """
+    result = _run_once(notebook, output_dir, parameters, timeout=timeout, progress=progress)
+    attempts = []
+    while result.status == "failed" and result.extra.get("timed_out") and len(attempts) < retries:
+        attempts.append(result.error)
+        print(f"{notebook.stem}: {result.error.splitlines()[0] if result.error else 'timed out'}; retrying with a "
+              "fresh kernel")
+        result = _run_once(notebook, output_dir, parameters, timeout=timeout, progress=progress)
+    if attempts:
+        result.extra["retried"] = attempts
+    return result
+
+
+def _run_once(notebook: Path, output_dir: Path, parameters: dict[str, Any], *, timeout: int | None,
+              progress: bool) -> NotebookResult:
+    import papermill
+
+    executed = output_dir / "notebooks" / notebook.name
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    result = NotebookResult(notebook=notebook.stem, status="ok", executed=str(executed),
+                            fingerprint=fingerprint(notebook, parameters))
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(executed), parameters=parameters, kernel_name="python3",
+            cwd=str(notebook.parent), progress_bar=progress, execution_timeout=timeout,
+            report_mode=False, log_output=False)
+    except papermill.PapermillExecutionError as exc:
+        result.status = "failed"
+        result.error = _ANSI.sub("", f"{exc.ename}: {exc.evalue}\n" + "\n".join(exc.traceback))
+        result.failing_cell, result.stderr = _failure_details(executed)
+    except Exception as exc:  # noqa: BLE001 - a broken kernel or notebook must not stop the batch
+        result.status = "failed"
+        result.error = f"{type(exc).__name__}: {exc}"
+        if _timed_out(exc):
+            result.extra["timed_out"] = True
+    result.wall_s = round(time.perf_counter() - start, 2)
+    return result
+
+
+def _load_state(output_dir: Path) -> dict[str, Any]:
+    path = output_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+
+
+def collect_summary(output_dir: Path, profile: str, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Merge the per-notebook metrics JSON files and the run results into ``summary.json``."""
+    notebooks: dict[str, Any] = {}
+    for name, result in sorted(results.items()):
+        entry = {"status": result.get("status"), "wall_s": result.get("wall_s")}
+        metrics_file = output_dir / "metrics" / f"{name}.json"
+        if metrics_file.exists():
+            payload = json.loads(metrics_file.read_text())
+            entry["metrics"] = payload.get("metrics", {})
+            entry["data"] = payload.get("data_root")
+        notebooks[name] = entry
+    summary = {"profile": profile, "generated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "total_wall_s": round(sum(r.get("wall_s") or 0 for r in results.values()), 2),
+               "notebooks": notebooks}
+    _save_json(output_dir / "summary.json", summary)
+    return summary
+
+
+def print_table(results: list[NotebookResult], stream=None) -> None:
+    stream = stream or sys.stdout
+    width = max([len(r.notebook) for r in results] + [8])
+    print(f"\n{'notebook':<{width}}  {'status':<17}  wall time", file=stream)
+    for r in results:
+        print(f"{r.notebook:<{width}}  {r.status:<17}  {r.wall_s:8.1f} s", file=stream)
+    total = sum(r.wall_s for r in results)
+    print(f"{'total':<{width}}  {'':<17}  {total:8.1f} s", file=stream)
+
+
+def print_failure(result: NotebookResult, stream=None) -> None:
+    stream = stream or sys.stderr
+    bar = "=" * 100
+    print(f"\n{bar}\nFAILED: {result.notebook} (executed copy: {result.executed})", file=stream)
+    if result.failing_cell:
+        print("--- failing cell source ---", file=stream)
+        print(result.failing_cell, file=stream)
+    if result.stderr:
+        print("--- stderr of that cell ---", file=stream)
+        print(result.stderr, file=stream)
+    print("--- error ---", file=stream)
+    print(result.error, file=stream)
+    print(bar, file=stream)
+
+
+def prepare_data(profile: str, parameters: dict[str, Any]) -> float:
+    """Build the embedded cohort of the profile when it is missing (no-op for user data). Returns seconds spent."""
+    if parameters.get("data_root") or profile == "paper":
+        return 0.0
+    from mammoclip_kit.context import make_context
+
+    start = time.perf_counter()
+    make_context(None, **{k: v for k, v in parameters.items() if k in PARAMETERS}).require_data()
+    return round(time.perf_counter() - start, 2)
+
+
+def run(profile: str, *, only: list[str] | None = None, parameters: dict[str, Any] | None = None,
+        output: Path | None = None, resume: bool = False, timeout: int | None = None,
+        notebook_dir: Path | None = None, prepare: bool = True, progress: bool = False,
+        verbose: bool = True) -> list[NotebookResult]:
+    """Run the sequence; returns one result per selected notebook (see the module docstring)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
+    output_dir = Path(output) if output else env.default_runs_root() / profile
+    output_dir.mkdir(parents=True, exist_ok=True)
+    params = {**(parameters or {}), "profile": profile, "output_dir": str(output_dir.resolve())}
+    notebooks = discover_notebooks(notebook_dir, only)
+    if not notebooks:
+        raise SystemExit(f"no notebooks found in {notebook_dir or NOTEBOOK_DIR}")
+    state = _load_state(output_dir)
+    if prepare:
+        seconds = prepare_data(profile, params)
+        if verbose and seconds:
+            print(f"cohort ready after {seconds:.1f} s")
+    results: list[NotebookResult] = []
+    for notebook in notebooks:
+        key = fingerprint(notebook, params)
+        previous = state.get(notebook.stem, {})
+        if resume and previous.get("status") == "ok" and previous.get("fingerprint") == key:
+            result = NotebookResult(notebook=notebook.stem, status="skipped (resume)",
+                                    wall_s=0.0, executed=previous.get("executed", ""), fingerprint=key)
+            results.append(result)
+            continue
+        if verbose:
+            print(f"running {notebook.name} ...", flush=True)
+        result = run_notebook(notebook, output_dir, params, timeout=timeout, progress=progress)
+        results.append(result)
+        state[notebook.stem] = {"status": result.status, "wall_s": result.wall_s,
+                                "fingerprint": result.fingerprint, "executed": result.executed}
+        _save_json(output_dir / STATE_FILE, state)
+        if result.status == "failed" and verbose:
+            print_failure(result)
+    collect_summary(output_dir, profile, {k: v for k, v in state.items()})
+    if verbose:
+        print_table(results)
+        print(f"\nexecuted notebooks: {output_dir / 'notebooks'}")
+        print(f"metrics summary:    {output_dir / 'summary.json'}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mammoclip-run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", required=True, choices=PROFILES)
+    parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (numbers or stems)")
+    parser.add_argument("-p", "--parameter", dest="parameters", action="append", type=parse_parameter, default=[],
+                        metavar="KEY=VALUE", help="override a vocabulary parameter in every notebook")
+    parser.add_argument("--output", type=Path, help="output folder (default: runs/<profile>)")
+    parser.add_argument("--resume", action="store_true", help="skip notebooks that already succeeded unchanged")
+    parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    parser.add_argument("--no-prepare", action="store_true", help="do not build a missing cohort before running")
+    parser.add_argument("--notebooks", type=Path, default=None, help="notebook folder (default: notebooks/)")
+    args = parser.parse_args(argv)
+    results = run(args.profile, only=args.only, parameters=dict(args.parameters), output=args.output,
+                  resume=args.resume, timeout=args.timeout, prepare=not args.no_prepare, notebook_dir=args.notebooks,
+                  progress=sys.stderr.isatty())
+    failed = [r.notebook for r in results if r.status == "failed"]
+    if failed:
+        print(f"\n{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["NotebookResult", "discover_notebooks", "run", "run_notebook", "collect_summary", "main"]
