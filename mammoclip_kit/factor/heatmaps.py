@@ -17,8 +17,9 @@ import torch.nn.functional as F
 def factor_heatmaps(alignment: torch.Tensor, maps: torch.Tensor, top_k: int = 20) -> torch.Tensor:
     """Weighted sum of the ``top_k`` best-aligned channels' maps → ``(N, h, w)``.
 
-    ``alignment`` ``(N, C)`` is one attribute's column of :func:`channel_alignment`; ``maps`` ``(N, C, h, w)``. The
-    weights are the top-k alignments clipped at 0 and normalised to sum 1 (equal weights when all are ≤ 0).
+    ``alignment`` ``(N, C)`` is one attribute's column of :func:`~mammoclip_kit.factor.mapper.channel_alignment`;
+    ``maps`` ``(N, C, h, w)``. The weights are the top-k alignments clipped at 0 and normalised to sum 1 (equal
+    weights when all are ≤ 0).
     """
     if alignment.dim() != 2 or maps.dim() != 4 or alignment.shape != maps.shape[:2]:
         raise ValueError(f"factor_heatmaps: alignment (N, C) must match maps (N, C, h, w); got "
