@@ -1,58 +1,46 @@
-"""Mammo-FActOR, part 1: attribute text embeddings, the per-attribute channel mappers, the loss and their training.
+"""Mammo-FActOR's mappers: the stage config, the per-attribute channel mapper, its contrastive loss and its training.
 
-Spec §6 (reference-spec.md): each channel of the frozen image tower's last feature map is a "region" described by its
-flattened spatial activation (h·w values). One small mapper per attribute (Linear–ReLU–Linear) sends every channel's
-descriptor into the text space; training pulls, for each image that has the attribute, its best-aligned channel
-towards the attribute's text embedding, and pushes the best channels of images without it away (§6.3).
-
-Public names are re-exported by :mod:`mammoclip_kit.factor`.
+Each channel of the frozen image tower's last feature map is a "region" described by its flattened spatial activation
+(h·w values). One small mapper per attribute (Linear–ReLU–Linear) sends every channel's descriptor into the text space;
+training pulls, for each image that has the attribute, its best-aligned channel towards the attribute's text embedding,
+and pushes the best channels of images without it away (the paper's §2.3).
 """
 
 from __future__ import annotations
 
 import copy
-import re
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mammoclip_kit.config import reject_unknown
-
-#: The attributes of the paper and the VinDr table column / box finding name of each.
-ATTRIBUTES: dict[str, dict[str, str]] = {
-    "mass": {"column": "Mass", "finding": "Mass"},
-    "suspicious_calcification": {"column": "Suspicious_Calcification", "finding": "Suspicious Calcification"},
-}
-
-#: How a report sentence is recognised as *stating* an attribute: a keyword, and words that disqualify the sentence
-#: (negations, and benign calcification types that are not "suspicious calcification").
-SENTENCE_RULES: dict[str, tuple[str, str]] = {
-    "mass": (r"\bmass(es)?\b", r"\b(no|not|without|negative|nor|obscure|obscures)\b"),
-    "suspicious_calcification": (r"calcification", r"\b(no|not|without|negative|nor|benign|vascular|rim|coarse|"
-                                                  r"round|tram)\b"),
-}
+from mammoclip_kit.config import StageConfig
+from mammoclip_kit.factor.data import ATTRIBUTES
 
 
 @dataclass
-class FactorConfig:
-    """Settings of Mammo-FActOR (the ``factor:`` section of a profile)."""
+class FactorConfig(StageConfig):
+    """Settings of Mammo-FActOR: the ``factor:`` section of a profile (:meth:`from_context` also maps the notebook's
+    ``batch_size`` onto the mapper's batch size)."""
+
+    SECTION: ClassVar[str] = "factor"
+    PARAMETERS: ClassVar[dict[str, str]] = {"batch_size": "batch_size"}
 
     attributes: tuple[str, ...] = ("mass", "suspicious_calcification")
-    hidden: int | None = None        # mapper hidden width; None = h·w (the reference: emb_dim = img_emb)
-    temperature: float = 0.07        # spec §6.3
-    lr: float = 1.0e-4               # AdamW (spec §6.4)
-    weight_decay: float = 0.01       # AdamW's default, as the reference
+    hidden: int | None = None        # mapper hidden width; None = h·w (as the authors' released code)
+    temperature: float = 0.07        # as the authors' released code
+    lr: float = 1.0e-4               # AdamW, as the authors' released code
+    weight_decay: float = 0.01       # AdamW's default (the released code kept it)
     epochs: int = 20
     batch_size: int = 8
     patience: int = 5                # early stopping: epochs without a lower validation loss
-    val_fraction: float = 0.2        # training patients held out for early stopping (the reference used the test split)
-    train_rows: str = "findings"     # findings = images with any attribute (the reference); all = every training image
+    val_fraction: float = 0.2        # training patients held out for early stopping (the released code: the test split)
+    train_rows: str = "findings"     # findings = images with any attribute (the released code); all = every image
     top_k: int = 20                  # channels combined into a heatmap
     stitch: int = 1                  # heatmaps on the last map sampled stitch× more densely (shift-and-stitch); 1 = as is
     ceiling_images: int = 96         # training images with a box that fit the box-supervised reference (notebook 09)
@@ -61,87 +49,19 @@ class FactorConfig:
     max_sentences: int = 64          # report sentences per attribute embedding
     batch_size_encode: int = 16      # images per feature-map batch
     thresholds: tuple[float, ...] = (0.8, 0.9, 0.95, 0.98)  # quantiles compared by the notebook
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_settings(cls, section: Mapping[str, Any] | None, **overrides: Any) -> FactorConfig:
-        """Build from a profile section; unknown keys are an error naming them."""
-        values = {**dict(section or {}), **{k: v for k, v in overrides.items() if v is not None}}
-        reject_unknown(values, {f.name for f in fields(cls)} - {"extra"}, where="factor settings")
-        for key in ("attributes", "thresholds"):
-            if key in values:
-                values[key] = tuple(values[key])
-        config = cls(**values)
-        bad = [a for a in config.attributes if a not in ATTRIBUTES]
+    def __post_init__(self) -> None:
+        self.attributes = tuple(self.attributes)
+        self.thresholds = tuple(self.thresholds)
+        bad = [a for a in self.attributes if a not in ATTRIBUTES]
         if bad:
             raise ValueError(f"factor settings: unknown attribute(s) {bad}; known: {sorted(ATTRIBUTES)}")
-        if not 0.0 < config.quantile < 1.0:
-            raise ValueError(f"factor settings: quantile must lie in (0, 1), got {config.quantile}")
-        if int(config.stitch) < 1:
-            raise ValueError(f"factor settings: stitch must be a positive integer, got {config.stitch}")
-        if config.train_rows not in ("findings", "all"):
-            raise ValueError(f"factor settings: train_rows must be 'findings' or 'all', got {config.train_rows!r}")
-        return config
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Attribute text embeddings
-
-
-def attribute_sentences(texts: Sequence[str], attribute: str, max_sentences: int | None = None) -> list[str]:
-    """Distinct cleaned report sentences that state ``attribute`` (keyword present, no negation), in first-seen order.
-
-    ``texts`` are raw report sections (e.g. the FINDINGS column); they are split and cleaned with
-    :func:`mammoclip_kit.data.text.clean_sentences` exactly as for pretraining, so the sentences look like the text the
-    model was trained on.
-    """
-    from mammoclip_kit.data.text import clean_sentences, split_sentences
-
-    if attribute not in SENTENCE_RULES:
-        raise ValueError(f"attribute_sentences: unknown attribute {attribute!r}; known: {sorted(SENTENCE_RULES)}")
-    keyword, exclude = (re.compile(p, re.IGNORECASE) for p in SENTENCE_RULES[attribute])
-    found: dict[str, None] = {}
-    for text in texts:
-        if not isinstance(text, str):
-            continue
-        for raw in split_sentences(text):
-            if keyword.search(raw) and not exclude.search(raw):
-                for cleaned in clean_sentences([raw]):
-                    found.setdefault(cleaned, None)
-        if max_sentences is not None and len(found) >= max_sentences:
-            break
-    out = list(found)
-    return out[:max_sentences] if max_sentences is not None else out
-
-
-def attribute_embeddings(model: Any, sentences: Mapping[str, Sequence[str]], device: Any = None,
-                         batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """Per attribute: the mean of the L2-normalised embeddings of its sentences, re-normalised → ``(D,)`` tensors.
-
-    The reference averaged *unnormalised* prompt embeddings before normalising (spec §6.1); normalising each sentence
-    first gives every sentence the same weight, whatever its norm.
-    """
-    from mammoclip_kit.inference import embed_texts
-
-    out: dict[str, torch.Tensor] = {}
-    for attribute, items in sentences.items():
-        items = [s for s in items if isinstance(s, str) and s.strip()]
-        if not items:
-            raise ValueError(f"attribute_embeddings: no sentences for attribute {attribute!r}")
-        emb = embed_texts(items, model, batch_size=batch_size, device=device)
-        out[attribute] = F.normalize(emb.mean(0), dim=0)
-    return out
-
-
-def stack_attributes(embeddings: Mapping[str, torch.Tensor], attributes: Sequence[str]) -> torch.Tensor:
-    """``(A, D)`` tensor of the named attributes' embeddings, in the order given."""
-    missing = [a for a in attributes if a not in embeddings]
-    if missing:
-        raise KeyError(f"no embedding for attribute(s) {missing}; have {sorted(embeddings)}")
-    return torch.stack([embeddings[a].float() for a in attributes])
+        if not 0.0 < self.quantile < 1.0:
+            raise ValueError(f"factor settings: quantile must lie in (0, 1), got {self.quantile}")
+        if int(self.stitch) < 1:
+            raise ValueError(f"factor settings: stitch must be a positive integer, got {self.stitch}")
+        if self.train_rows not in ("findings", "all"):
+            raise ValueError(f"factor settings: train_rows must be 'findings' or 'all', got {self.train_rows!r}")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -156,7 +76,7 @@ class AttributeMapper(nn.Module):
     ``scale`` (a buffer set from the training features' standard deviation) so that the learning rate does not depend
     on the tower's activation range.
 
-    Unlike the reference (spec §6.2), the two heads' outputs are stacked on a new axis; the reference concatenated them
+    Unlike the authors' released code, the two heads' outputs are stacked on a new axis; that code concatenated them
     along the channel axis and reshaped with ``view(-1, 2, 512)``, which pairs consecutive channels of one head instead
     of the two heads of one channel.
     """
@@ -183,7 +103,7 @@ class AttributeMapper(nn.Module):
 
 def factor_loss(region_emb: torch.Tensor, attr_emb: torch.Tensor, labels: torch.Tensor,
                 temperature: float = 0.07) -> torch.Tensor:
-    """The Mammo-FActOR contrastive loss (spec §6.3).
+    """The Mammo-FActOR contrastive loss (the paper's §2.3).
 
     ``region_emb`` ``(B, C, A, D)`` from :class:`AttributeMapper`, ``attr_emb`` ``(A, D)``, ``labels`` ``(B, A)`` in
     {0, 1}. Both embeddings are L2-normalised; ``s[b, a] = max_c ⟨r[b, c, a], t[a]⟩ / temperature`` is the best channel
@@ -192,9 +112,9 @@ def factor_loss(region_emb: torch.Tensor, attr_emb: torch.Tensor, labels: torch.
 
         loss_ia = −log( exp(s_ia) / (exp(s_ia) + Σ_b exp(s_ba · (1 − y_ba))) )
 
-    so negatives contribute ``exp(s_ba)`` and every positive of the batch contributes ``exp(0) = 1`` (the reference's
-    form, kept). The result is the sum over positives divided by their number; with no positive at all it is 0
-    (still attached to the graph). Computed with log-sum-exp for stability.
+    so negatives contribute ``exp(s_ba)`` and every positive of the batch contributes ``exp(0) = 1`` (the form of the
+    authors' released code, kept). The result is the sum over positives divided by their number; with no positive at
+    all it is 0 (still attached to the graph). Computed with log-sum-exp for stability.
     """
     if region_emb.dim() != 4:
         raise ValueError(f"factor_loss: region_emb must be (B, C, A, D), got {tuple(region_emb.shape)}")
