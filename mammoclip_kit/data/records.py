@@ -41,6 +41,7 @@ import ast
 import json
 import logging
 import os
+import random
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -454,11 +455,6 @@ def build_vindr(vindr_dir: str | os.PathLike, png_dir: str | os.PathLike, *, rel
     return VindrTables(images=images, boxes=boxes, pretrain=vindr_pretrain_table(images), dropped=dropped)
 
 
-def image_findings(row: pd.Series | Mapping[str, Any]) -> list[str]:
-    """Finding names (VinDr spelling) set in a ``vindr_images`` row's one-hot columns."""
-    return [name for name in textlib.FINDING_NAMES if int(row[textlib.FINDING_COLUMNS[name]]) == 1]
-
-
 def _group_breasts(records_: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
     """Rows grouped by (patient_id, laterality), groups in sorted key order, rows sorted by image_id."""
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
@@ -532,7 +528,7 @@ class ReportTextConfig:
 
     per_breast: bool = True  # keep only the sentences about this breast (or both / no side)
     keep_decimals: bool = False  # kit option; the paper's cleaning cuts sentences at decimal points
-    augment: textlib.AugmentConfig = field(default_factory=textlib.AugmentConfig)
+    augment: textlib.TextAugmentConfig = field(default_factory=textlib.TextAugmentConfig)
 
 
 @dataclass
@@ -626,7 +622,7 @@ def build_reports(reports_dir: str | os.PathLike, png_dir: str | os.PathLike, *,
     else:
         augmented = []
         for (patient_id, laterality), lists in zip(keys, texts, strict=True):
-            rng = textlib._as_rng(_row_seed(seed, patient_id, laterality))
+            rng = random.Random(_row_seed(seed, patient_id, laterality))
             augmented.append([" ".join(textlib.augment_sentences(s, rng, config.augment)) for s in lists])
     for row, aug in zip(rows, augmented, strict=True):
         row["text_augment"] = aug
@@ -649,7 +645,7 @@ class TablesConfig:
     n_folds: int = 4  # GroupKFold folds (by patient) for RSNA, reports and the VinDr training split
     per_breast: bool = True  # per-breast sentence selection of bilateral reports
     keep_decimals: bool = False  # kit option; False = the paper's cleaning
-    augment: dict[str, Any] = field(default_factory=dict)  # AugmentConfig fields
+    augment: dict[str, Any] = field(default_factory=dict)  # TextAugmentConfig fields (data.text)
     back_translation: list[str] | None = None  # [en→pivot folder, pivot→en folder] of local MarianMT models
     png_root: dict[str, str | None] = field(default_factory=dict)  # dataset → folder of the authors' PNG release
 
@@ -665,7 +661,7 @@ class TablesConfig:
 
     def report_config(self) -> ReportTextConfig:
         return ReportTextConfig(per_breast=self.per_breast, keep_decimals=self.keep_decimals,
-                                augment=textlib.AugmentConfig.from_dict(self.augment))
+                                augment=textlib.TextAugmentConfig.from_dict(self.augment))
 
 
 #: Author PNG release folders that :func:`ensure_tables` detects under ``data_root`` (reference names, spec §5).

@@ -15,7 +15,6 @@ variant             loss   data
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import yaml
 
 from mammoclip_kit.config import reject_unknown
 
-__all__ = ["PretrainConfig", "VARIANTS", "load_config", "apply_overrides", "config_hash"]
+__all__ = ["PretrainConfig", "VARIANTS", "load_config", "apply_overrides"]
 
 #: variant name -> field overrides (loss and data sources)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -174,7 +173,3 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
         values.update(VARIANTS[variant])
     return PretrainConfig.from_dict(apply_overrides(values, overrides), where=where)
 
-
-def config_hash(values: dict[str, Any]) -> str:
-    """Stable short hash of a JSON-able dict (used to decide whether a checkpoint matches the request)."""
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]

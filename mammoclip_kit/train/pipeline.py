@@ -25,7 +25,7 @@ from mammoclip_kit.data.datasets import ImageLabelDataset, ImageTextDataset, Mix
 from mammoclip_kit.train.config import PretrainConfig, load_config
 from mammoclip_kit.train.distributed import DistInfo
 
-__all__ = ["ensure_pretrained", "pretrain_config", "run_pretraining", "build_datasets", "build_model",
+__all__ = ["ensure_pretrained", "pretrain_config", "run_pretraining", "build_datasets", "build_pretrain_model",
            "build_monitor", "heldout_pairs", "read_log", "PARAMS_FILE"]
 
 PARAMS_FILE = "pretrain_params.json"
@@ -74,7 +74,7 @@ def build_datasets(cfg: PretrainConfig, tables_dir: Path, root: Path,
         if len(va):
             val_parts["vindr"] = ImageLabelDataset(va, root, train=False, table=str(path.name), **common)
         for i in range(len(vindr_train)):
-            per_view, lat = vindr_train._findings[i]
+            per_view, lat = vindr_train.findings(i)
             texts += [vindr_train.label_to_text(f, lat, None) for f in per_view.values()]
     if not cfg.augment:
         for part in train_parts:
@@ -83,7 +83,7 @@ def build_datasets(cfg: PretrainConfig, tables_dir: Path, root: Path,
     return train, val_parts, texts
 
 
-def build_model(cfg: PretrainConfig, texts: list[str] | None = None) -> Any:
+def build_pretrain_model(cfg: PretrainConfig, texts: list[str] | None = None) -> Any:
     """``create_model(cfg.model, ...)`` with the config's overrides, image size, seed and text encoder."""
     from mammoclip_kit.models.factory import create_model
 
@@ -190,7 +190,7 @@ def run_pretraining(cfg: PretrainConfig, tables_dir: Path, root: Path, out_dir: 
         cfg = dataclasses.replace(cfg, image_init=str(folder))
     train_data, val_data, texts = build_datasets(cfg, Path(tables_dir), Path(root), image_size)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, texts)
+    model = build_pretrain_model(cfg, texts)
     monitor = build_monitor(cfg, Path(tables_dir), Path(root), image_size) if (dist_info is None
                                                                                or dist_info.is_main) else None
     setup_s = time.perf_counter() - started

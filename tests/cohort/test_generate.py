@@ -139,7 +139,7 @@ def test_writer_round_trips_pixels(tmp_path: Path, compression: str, vendor: str
     stored = dw.to_stored(rng.uniform(0, 1, breast.shape).astype(np.float32), breast, v)
     meta = dw.DicomMeta("P1", dw.PHI_NAME_PREFIX + "T1", "19500707", 70, dw.uid_from(1), dw.uid_from(2),
                         dw.uid_from(3), "20200101", "L", "CC", "ACC1", 50.0)
-    syntax = dw.write_dicom(tmp_path / "x.dcm", stored, meta, v, 0.5, dw.window_values(stored, breast, v), compression)
+    syntax = dw.write_vendor_dicom(tmp_path / "x.dcm", stored, meta, v, 0.5, dw.window_values(stored, breast, v), compression)
     ds = pydicom.dcmread(tmp_path / "x.dcm")
     assert str(ds.file_meta.TransferSyntaxUID) == syntax
     np.testing.assert_array_equal(ds.pixel_array, stored)
