@@ -316,7 +316,7 @@ def test_ensure_cohort_builds_once_and_checks_user_data(tmp_path: Path, monkeypa
     section["seed"] = 1
     syn.ensure_cohort(ctx)
     assert len(calls) == 2                       # different parameters: rebuilt
-    assert syn.cohort_record(ctx.data_root)["seed"] == 1
+    assert syn.cohort_record(ctx.data_root)["params"]["seed"] == 1
 
     with pytest.raises(ValueError, match="user data"):
         syn.ensure_cohort(SimpleNamespace(data_root=tmp_path / "real", is_cohort=False))
