@@ -64,6 +64,12 @@ def test_ensure_trains_once_per_setting(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.undo()
     S.ensure_shapes_init(image, (48, 32), {**SMALL, "steps": 4}, tmp_path / "init", progress=False)
     assert (folder / "image_tower.safetensors").read_bytes() != weights  # other settings: trained again
+    calls = []
+    monkeypatch.setattr(S, "pretrain_on_shapes", lambda *args, **kwargs: calls.append(kwargs["out_dir"]))
+    S.ensure_shapes_init(image, (48, 32), {**SMALL, "steps": 4}, tmp_path / "init", progress=False, retrain=True)
+    assert calls == [folder]                                               # retrain: trained again
+    with pytest.raises(ValueError, match=r"shapes settings: unknown setting\(s\) \['stepz'\]"):
+        S.ensure_shapes_init(image, (48, 32), {"stepz": 2}, tmp_path / "init", progress=False)
 
 
 def test_pretraining_config_starts_from_the_shapes_tower(tmp_path: Path) -> None:
