@@ -322,6 +322,19 @@ def test_ensure_cohort_builds_once_and_checks_user_data(tmp_path: Path, monkeypa
         syn.ensure_cohort(SimpleNamespace(data_root=tmp_path / "real", is_cohort=False))
 
 
+def test_cohort_section_config_from_profile_and_parameters():
+    section = {"preset": None, "seed": 2, "workers": 2, "n_patients": 1, "image_scale": 0.05}
+    ctx = SimpleNamespace(profile="smoke", params={"num_workers": None}, section=lambda name: dict(section))
+    settings = cfgmod.CohortSectionConfig.from_context(ctx)
+    assert (settings.preset, settings.seed, settings.workers) == (None, 2, 2)
+    assert settings.overrides() == {"n_patients": 1, "image_scale": 0.05}
+    ctx.params["num_workers"] = 1                 # the notebook parameter wins over the section
+    assert cfgmod.CohortSectionConfig.from_context(ctx).workers == 1
+    section["patients"] = 3
+    with pytest.raises(ValueError, match=r"cohort section: unknown setting\(s\) \['patients'\]"):
+        cfgmod.CohortSectionConfig.from_context(ctx)
+
+
 def test_bad_settings_name_the_problem(tmp_path: Path):
     with pytest.raises(ValueError, match="unknown finding 'masses'"):
         cfgmod.resolve_config("smoke", prevalence="masses=0.3")

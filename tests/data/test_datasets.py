@@ -1,4 +1,5 @@
-"""Pretraining datasets: spec §3.5 sampling with 1, 2, 3 files per view, texts, determinism, resize, errors."""
+"""Pretraining datasets (data.datasets) and the image augmentation (data.transforms): sampling with 1, 2, 3 files per
+view, texts, determinism, resize, errors."""
 
 from __future__ import annotations
 
