@@ -6,7 +6,6 @@ hard-codes a device string or an absolute path.
 
 from __future__ import annotations
 
-import importlib
 import os
 import platform
 import random
@@ -94,11 +93,3 @@ def versions_report(device=None) -> str:
         lines.append(f"{'selected device':<24}{device}")
     return "\n".join(lines)
 
-
-def module_available(name: str) -> bool:
-    """True when ``name`` can be imported (used to explain optional features instead of failing late)."""
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        return False
-    return True

@@ -8,7 +8,7 @@ four-view exam), :mod:`.generate` (the driver, ``ensure_cohort`` and the ``make_
 package: the cohort is an input like any data root.
 """
 
-from mammoclip_kit.cohort.config import PRESETS, CohortConfig, resolve_config
+from mammoclip_kit.cohort.config import PRESETS, CohortConfig, CohortSectionConfig, resolve_config
 from mammoclip_kit.cohort.figures import (
     display_pixels,
     lesion_contrast,
@@ -23,6 +23,7 @@ from mammoclip_kit.cohort.figures import (
     vendor_table,
 )
 from mammoclip_kit.cohort.generate import (
+    cohort_artifact,
     cohort_metrics,
     cohort_record,
     ensure_cohort,
@@ -31,7 +32,7 @@ from mammoclip_kit.cohort.generate import (
 )
 
 __all__ = [
-    "PRESETS", "CohortConfig", "cohort_metrics", "cohort_record", "display_pixels", "ensure_cohort", "ensure_cohort_at",
+    "PRESETS", "CohortConfig", "CohortSectionConfig", "cohort_artifact", "cohort_metrics", "cohort_record", "display_pixels", "ensure_cohort", "ensure_cohort_at",
     "lesion_contrast", "load_truth", "make_cohort", "model_view", "pick_exam", "resolve_config", "show_densities",
     "show_exam", "show_findings", "show_vendor_histograms", "two_view_table", "vendor_table",
 ]

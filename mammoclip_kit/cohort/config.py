@@ -1,4 +1,5 @@
-"""What determines a synthetic cohort: :class:`CohortConfig`, the presets and the real files' column lists.
+"""What determines a synthetic cohort: :class:`CohortConfig`, the presets, the profile's ``cohort`` section
+(:class:`CohortSectionConfig`) and the real files' column lists.
 
 Kept apart from the generator so that the per-patient renderer (:mod:`mammoclip_kit.cohort.patient`) and the driver
 (:mod:`mammoclip_kit.cohort.generate`) both import it without importing each other.
@@ -6,12 +7,13 @@ Kept apart from the generator so that the per-patient renderer (:mod:`mammoclip_
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, ClassVar
 
 from mammoclip_kit.cohort import dicom_writer as dw
 from mammoclip_kit.cohort import lesions as lz
 from mammoclip_kit.cohort import phantom as ph
+from mammoclip_kit.config import StageConfig
 
 GENERATOR_VERSION = "1.2"  # bump whenever the generated files change: cohorts of another version are rebuilt
 PARTS: tuple[str, ...] = ("vindr", "rsna", "reports")
@@ -121,6 +123,38 @@ def resolve_config(preset: str = "smoke", **overrides: Any) -> CohortConfig:
             value = tuple(float(v) for v in value)
         setattr(cfg, key, value)
     return cfg.validate()
+
+
+@dataclass
+class CohortSectionConfig(StageConfig):
+    """The profile's ``cohort`` section: which preset, the cohort seed, the workers and the preset's overrides.
+
+    ``preset`` None means the profile's name; ``seed`` is the cohort's own seed (default 0, independent of the
+    notebook seed, so that every notebook sees the same cohort); the ``num_workers`` parameter overrides ``workers``.
+    The other fields are :func:`resolve_config` overrides (None keeps the preset's value).
+    """
+
+    SECTION: ClassVar[str] = "cohort"
+    PARAMETERS: ClassVar[dict[str, str]] = {"num_workers": "workers"}
+    OVERRIDES: ClassVar[tuple[str, ...]] = ("n_patients", "image_scale", "prevalence", "vendors", "conspicuity")
+
+    preset: str | None = None
+    seed: int = 0
+    workers: int = 1
+    n_patients: int | dict[str, int] | None = None
+    image_scale: float | None = None
+    prevalence: float | str | dict[str, float] | None = None
+    vendors: str | list[str] | None = None
+    conspicuity: float | None = None
+
+    def __post_init__(self) -> None:
+        self.seed = int(self.seed or 0)
+        self.workers = int(self.workers or 1)
+
+    def overrides(self) -> dict[str, Any]:
+        """The :func:`resolve_config` overrides that the section sets."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name in self.OVERRIDES and getattr(self, f.name) is not None}
 
 
 def parse_prevalence(value: Any, base: dict[str, float]) -> dict[str, float]:

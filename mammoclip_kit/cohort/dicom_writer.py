@@ -299,8 +299,8 @@ def _voi_lut_item(window: tuple[float, float], vendor: Vendor):
     return item
 
 
-def write_dicom(path: Path, stored: np.ndarray, meta: DicomMeta, vendor: Vendor, spacing_mm: float,
-                windows: list[tuple[float, float]], compression: str = "none") -> str:
+def write_vendor_dicom(path: Path, stored: np.ndarray, meta: DicomMeta, vendor: Vendor, spacing_mm: float,
+                       windows: list[tuple[float, float]], compression: str = "none") -> str:
     """Write one Part 10 file; returns the transfer syntax UID used."""
     if compression not in COMPRESSIONS:
         raise ValueError(f"unknown compression {compression!r}: expected one of {COMPRESSIONS}")

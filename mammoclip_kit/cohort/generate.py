@@ -43,10 +43,11 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mammoclip_kit.artifacts import Artifact
 from mammoclip_kit.cohort import dicom_writer as dw
 from mammoclip_kit.cohort.config import (
     GENERATOR_VERSION,
@@ -59,10 +60,17 @@ from mammoclip_kit.cohort.config import (
     VINDR_BREAST_COLUMNS,
     VINDR_FINDING_COLUMNS,
     CohortConfig,
+    CohortSectionConfig,
     resolve_config,
 )
 from mammoclip_kit.cohort.patient import TRUTH_LESION_COLUMNS, render_patient
 from mammoclip_kit.cohort.patient import hex_id as _hex_id
+
+if TYPE_CHECKING:
+    from mammoclip_kit.context import RunContext
+
+#: The completion record of a cohort folder (written last; see :func:`cohort_artifact`).
+RECORD_NAME = "cohort.json"
 
 # --------------------------------------------------------------------------------------------------- planning
 
@@ -132,7 +140,8 @@ def make_cohort(out_dir: str | Path, preset: str = "smoke", seed: int = 0, worke
     """Generate a cohort into ``out_dir`` (replaced if it holds a previous cohort); returns a summary dict.
 
     ``overrides`` are :class:`CohortConfig` fields (``n_patients``, ``image_scale``, ``prevalence``, ``vendors``, …).
-    ``cohort.json`` (parameters + summary) is written last, as the completion marker :func:`ensure_cohort` checks.
+    ``cohort.json`` (:func:`cohort_artifact`'s record: parameters + summary) is written last, as the completion marker
+    :func:`ensure_cohort` checks.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -194,8 +203,7 @@ def make_cohort(out_dir: str | Path, preset: str = "smoke", seed: int = 0, worke
                     "workers": workers,
                     "images_per_second": round(len(images) / elapsed, 2) if elapsed > 0 else None,
                     "disk_mb": round(_disk_bytes(out_dir) / 1e6, 1), "files": written})
-    record = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "config": cfg.to_json(), "summary": summary}
-    (out_dir / "cohort.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+    cohort_artifact(out_dir, cfg, seed).commit(summary=summary)
     if final_dir.exists():
         _clear_cohort(final_dir)
         final_dir.rmdir()
@@ -259,9 +267,16 @@ def _clear_cohort(out_dir: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def cohort_artifact(root: str | Path, cfg: CohortConfig, seed: int) -> Artifact:
+    """The cohort at ``root`` as an :class:`~mammoclip_kit.artifacts.Artifact` whose parameters are the generator
+    version, the seed and the resolved :class:`CohortConfig`; its record is ``root/cohort.json``."""
+    params = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "config": cfg.to_json()}
+    return Artifact(root, params, record=Path(root) / RECORD_NAME)
+
+
 def cohort_record(root: str | Path) -> dict[str, Any] | None:
-    """The parsed ``cohort.json`` of a finished cohort, or None when there is none."""
-    path = Path(root) / "cohort.json"
+    """The parsed ``cohort.json`` of a finished cohort (``params``, ``complete``, ``summary``), or None."""
+    path = Path(root) / RECORD_NAME
     if not path.is_file():
         return None
     return json.loads(path.read_text())
@@ -272,34 +287,31 @@ def cohort_metrics(root: str | Path) -> dict[str, Any]:
     record = cohort_record(root)
     if record is None:
         raise FileNotFoundError(f"{root}: no cohort.json (not a finished cohort; run ensure_cohort or make_cohort)")
-    summary = record["summary"]
+    summary, params = record["summary"], record["params"]
     keys = ("patients", "images", "total_patients", "total_images", "prevalence", "density", "image_sizes",
             "vendors", "malignant_breasts", "disk_mb")
     out = {key: summary[key] for key in keys if key in summary}
-    out.update({"preset": record["config"]["preset"], "cohort_seed": record["seed"],
-                "image_scale": record["config"]["image_scale"], "generation_seconds": summary.get("seconds"),
+    out.update({"preset": params["config"]["preset"], "cohort_seed": params["seed"],
+                "image_scale": params["config"]["image_scale"], "generation_seconds": summary.get("seconds"),
                 "generation_workers": summary.get("workers")})
     return out
 
 
-def ensure_cohort(ctx) -> Path:
+def ensure_cohort(ctx: RunContext) -> Path:
     """Return the data root of ``ctx``; build the embedded cohort there first if it is missing or outdated.
 
-    The ``cohort`` section of the profile gives ``preset``, ``seed`` (a
-    fixed cohort seed, default 0, independent of the notebook seed), ``workers`` and optional overrides
-    (``n_patients``, ``image_scale``, ``prevalence``, ``vendors``). The cohort is rebuilt when ``cohort.json`` is missing
-    or records different parameters.
+    The ``cohort`` section of the profile (:class:`~mammoclip_kit.cohort.config.CohortSectionConfig`: ``preset``,
+    ``seed`` — a fixed cohort seed, default 0, independent of the notebook seed —, ``workers``, which the
+    ``num_workers`` parameter overrides, and optional overrides ``n_patients``, ``image_scale``, ``prevalence``,
+    ``vendors``, ``conspicuity``) decides the cohort. It is rebuilt when ``cohort.json`` is missing or records
+    different parameters.
     """
     root = Path(ctx.data_root)
     if not ctx.is_cohort:
         raise ValueError(f"ensure_cohort: {root} is user data, not the embedded cohort; use ctx.require_data()")
-    section = ctx.section("cohort")
-    preset = section.get("preset") or ctx.profile
-    seed = int(section.get("seed", 0) or 0)
-    workers = int(ctx.params.get("num_workers") or section.get("workers") or 1)
-    overrides = {k: section[k] for k in ("n_patients", "image_scale", "prevalence", "vendors", "conspicuity")
-                 if section.get(k) is not None}
-    return ensure_cohort_at(root, preset=preset, seed=seed, workers=workers, **overrides)
+    settings = CohortSectionConfig.from_context(ctx)
+    return ensure_cohort_at(root, preset=settings.preset or ctx.profile, seed=settings.seed, workers=settings.workers,
+                            **settings.overrides())
 
 
 def ensure_cohort_at(root: str | Path, preset: str = "smoke", seed: int = 0, workers: int = 1,
@@ -309,18 +321,12 @@ def ensure_cohort_at(root: str | Path, preset: str = "smoke", seed: int = 0, wor
     Safe to call from several processes at once: one builds (under a lock next to ``root``), the others wait and reuse.
     """
     root = Path(root)
-    cfg = resolve_config(preset, **overrides)
-
-    def current() -> bool:
-        record = cohort_record(root)
-        return record is not None and record.get("seed") == seed and record.get("config") == cfg.to_json() and \
-            record.get("generator_version") == GENERATOR_VERSION
-
-    if current():
+    artifact = cohort_artifact(root, resolve_config(preset, **overrides), seed)
+    if artifact.is_current():
         return root
     # One builder at a time (notebooks, the runner and CLIs may call this concurrently): the others wait, then reuse.
     with _build_lock(root):
-        if current():
+        if artifact.is_current():
             return root
         _remove_stale_partials(root)
         print(f"building the {preset} teaching cohort (seed {seed}, {workers} worker(s)) ...")

@@ -102,7 +102,7 @@ def render_patient(task: dict[str, Any], cfg: CohortConfig, out_dir: str | Path)
             accession=f"ACC{task['seed'] % 10**10:010d}", thickness_mm=model.thickness_mm, burned_in=burned,
             instance_number=view_index + 1)
         compression = vendor.compression.get(part, "none") if cfg.compress else "none"
-        syntax = dw.write_dicom(out_dir / rel, stored, meta, vendor, spacing, windows, compression)
+        syntax = dw.write_vendor_dicom(out_dir / rel, stored, meta, vendor, spacing, windows, compression)
         mask_rel = ""
         if rendered:
             mask_rel = (Path("truth") / "masks" / part / f"{image_id}.png").as_posix()

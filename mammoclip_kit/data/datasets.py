@@ -28,7 +28,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from mammoclip_kit.data.transforms import (
     PAPER_MEAN,
     PAPER_STD,
-    AugmentConfig,
+    ImageAugmentConfig,
     augment,
     load_image,
     resize_to,
@@ -111,7 +111,7 @@ class _BreastDataset(Dataset):
     """Shared image handling: path resolution, optional in-memory cache, resize, augmentation, normalisation."""
 
     def __init__(self, rows: pd.DataFrame, root: str | Path, image_size: tuple[int, int], train: bool, seed: int = 0,
-                 augment_config: AugmentConfig | None = None, cache_images: bool = False, name: str = "data",
+                 augment_config: ImageAugmentConfig | None = None, cache_images: bool = False, name: str = "data",
                  table: str | None = None, mean: float = PAPER_MEAN, std: float = PAPER_STD) -> None:
         if len(rows) == 0:
             raise ValueError(f"{table or name}: the table has no rows for this split")
@@ -120,7 +120,7 @@ class _BreastDataset(Dataset):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.train = train
         self.seed = int(seed)
-        self.augment_config = augment_config or AugmentConfig()
+        self.augment_config = augment_config or ImageAugmentConfig()
         self.cache_images = cache_images
         self.name = name
         self.table = table or name
@@ -231,6 +231,10 @@ class ImageLabelDataset(_BreastDataset):
             if lat not in {"L", "R"}:
                 raise ValueError(f"{self._where(i)}, column 'laterality': expected 'L' or 'R', got {lat!r}")
             self._findings.append((per_view, lat))
+
+    def findings(self, index: int) -> tuple[dict[str, list[str]], str]:
+        """The finding names per view of row ``index`` and its laterality (what ``label_to_text`` describes)."""
+        return self._findings[index]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = self.rng(index)

@@ -30,15 +30,19 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import cv2
 import numpy as np
 
+from mammoclip_kit.artifacts import Artifact
+from mammoclip_kit.config import StageConfig
 from mammoclip_kit.data.dicom import DicomError, DicomImage, read_dicom
 
 if TYPE_CHECKING:  # pandas is imported where tables are built, so that worker processes start fast
     import pandas as pd
+
+    from mammoclip_kit.context import RunContext
 
 __all__ = [
     "ERROR_COLUMNS",
@@ -46,7 +50,7 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "MODES",
     "BatchResult",
-    "PreprocessCfg",
+    "PreprocessConfig",
     "PreprocessError",
     "Processed",
     "benchmark",
@@ -54,7 +58,6 @@ __all__ = [
     "ensure_pngs",
     "find_sources",
     "longest_run_indices",
-    "make_phantom",
     "original_to_png",
     "paper_roi",
     "paper_scale",
@@ -99,8 +102,15 @@ class PreprocessError(ValueError):
 
 
 @dataclass(frozen=True)
-class PreprocessCfg:
-    """Settings of one DICOM → PNG conversion (the profile's ``preprocess`` section maps onto these fields)."""
+class PreprocessConfig(StageConfig):
+    """Settings of one DICOM → PNG conversion (the profile's ``preprocess`` section maps onto these fields).
+
+    ``workers`` only decides how the batch runs (the ``num_workers`` parameter overrides it); every other field
+    decides the pixels and is part of :attr:`conversion` (what ``settings.json`` records).
+    """
+
+    SECTION: ClassVar[str] = "preprocess"
+    PARAMETERS: ClassVar[dict[str, str]] = {"num_workers": "workers"}
 
     mode: str = "voi"               # "paper" (reference-exact) | "voi" (header-aware, better default)
     height: int = 1520              # output rows (the paper's 1520)
@@ -110,6 +120,7 @@ class PreprocessCfg:
     margin: float = 0.01            # voi: margin added around the breast box, as a fraction of each image side
     window_index: int = 0           # voi: which header window / VOI LUT to use
     prefer_lut: bool = True         # voi: a VOI LUT Sequence wins over Window Center/Width when both exist
+    workers: int = 1                # processes of a batch (preprocess_many / ensure_pngs); not part of the output
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -136,11 +147,16 @@ class PreprocessCfg:
         lut = "lut" if self.prefer_lut else "win"
         return f"voi-{self.height}x{self.width}-{self.bits}bit-{aspect}-m{self.margin:g}-w{self.window_index}-{lut}"
 
-    @classmethod
-    def from_section(cls, section: Mapping[str, Any]) -> PreprocessCfg:
-        """Build from a profile's ``preprocess`` section (unknown keys such as ``workers`` are ignored)."""
-        names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in section.items() if k in names})
+    @property
+    def conversion(self) -> dict[str, Any]:
+        """The fields that decide the output pixels (all but ``workers``), as passed to :func:`preprocess_many`."""
+        values = asdict(self)
+        values.pop("workers")
+        return values
+
+
+#: The former name of :class:`PreprocessConfig`, kept until every caller uses the new one.
+PreprocessCfg = PreprocessConfig
 
 
 @dataclass
@@ -231,7 +247,7 @@ def paper_roi(image8: np.ndarray, threshold: int = PAPER_THRESHOLD, band: float 
     return rows, cols
 
 
-def _process_paper(image: DicomImage, cfg: PreprocessCfg, keep_steps: bool) -> Processed:
+def _process_paper(image: DicomImage, cfg: PreprocessConfig, keep_steps: bool) -> Processed:
     scaled = paper_scale(image.pixels, image.photometric)
     rows, cols = paper_roi(scaled)
     contiguous = bool(cols[-1] - cols[0] + 1 == cols.size and rows[-1] - rows[0] + 1 == rows.size)
@@ -343,7 +359,7 @@ def _crop_padded(image: np.ndarray, box: tuple[int, int, int, int], fill: float 
     return cv2.copyMakeBorder(inner, top, bottom, left, right, cv2.BORDER_CONSTANT, value=float(fill))
 
 
-def _voi_label(image: DicomImage, cfg: PreprocessCfg) -> str:
+def _voi_label(image: DicomImage, cfg: PreprocessConfig) -> str:
     source = image.voi_source(cfg.prefer_lut)
     if source == "window":
         c, w = image.meta["window_center"][cfg.window_index], image.meta["window_width"][cfg.window_index]
@@ -353,7 +369,7 @@ def _voi_label(image: DicomImage, cfg: PreprocessCfg) -> str:
     return "auto: 0.5–99.5 percentile window of the crop (no VOI in the header)"
 
 
-def _process_voi(image: DicomImage, cfg: PreprocessCfg, keep_steps: bool) -> Processed:
+def _process_voi(image: DicomImage, cfg: PreprocessConfig, keep_steps: bool) -> Processed:
     values = image.modality()
     # The mask is found on the modality values turned bright = dense; they separate air from tissue better than a
     # window that may clip fat to black.
@@ -396,12 +412,12 @@ def _process_voi(image: DicomImage, cfg: PreprocessCfg, keep_steps: bool) -> Pro
 # One image
 
 
-def process_image(image: DicomImage, cfg: PreprocessCfg | None = None, *, keep_steps: bool = False) -> Processed:
+def process_image(image: DicomImage, cfg: PreprocessConfig | None = None, *, keep_steps: bool = False) -> Processed:
     """Preprocess one decoded DICOM with ``cfg`` (default: voi mode at 1520×912).
 
     Raises :class:`PreprocessError` for images that are too small, constant or show no breast.
     """
-    cfg = cfg or PreprocessCfg()
+    cfg = cfg or PreprocessConfig()
     rows, cols = image.shape
     if rows < MIN_SIDE or cols < MIN_SIDE:
         raise PreprocessError(f"image is {rows}×{cols} pixels: too small for a mammogram (each side ≥ {MIN_SIDE})")
@@ -429,7 +445,7 @@ def _write_png(dst: Path, image: np.ndarray) -> None:
     os.replace(tmp, dst)
 
 
-def _row(src: Path, dst: Path, image: DicomImage, result: Processed, cfg: PreprocessCfg) -> dict[str, Any]:
+def _row(src: Path, dst: Path, image: DicomImage, result: Processed, cfg: PreprocessConfig) -> dict[str, Any]:
     patient_id, image_id = _ids(src)
     stat = src.stat()
     x0, y0, x1, y1 = result.crop
@@ -453,14 +469,14 @@ def preprocess_file(src: str | os.PathLike, dst: str | os.PathLike, mode: str = 
                     width: int | None = 912, bits: int = 8, **options: Any) -> dict[str, Any]:
     """Convert one DICOM to a PNG at ``dst`` and return its manifest row (paths as given).
 
-    ``options`` are further :class:`PreprocessCfg` fields (``keep_aspect``, ``margin``, ``window_index``,
+    ``options`` are further :class:`PreprocessConfig` fields (``keep_aspect``, ``margin``, ``window_index``,
     ``prefer_lut``). Raises :class:`~mammoclip_kit.data.dicom.DicomError` / :class:`PreprocessError` naming the file.
     """
-    cfg = PreprocessCfg(mode=mode, height=height, width=width, bits=bits, **options)
+    cfg = PreprocessConfig(mode=mode, height=height, width=width, bits=bits, **options)
     return _convert(Path(src), Path(dst), cfg)
 
 
-def _convert(src: Path, dst: Path, cfg: PreprocessCfg) -> dict[str, Any]:
+def _convert(src: Path, dst: Path, cfg: PreprocessConfig) -> dict[str, Any]:
     image = read_dicom(src)
     try:
         result = process_image(image, cfg)
@@ -585,7 +601,7 @@ def _same_source(row: Mapping[str, Any], src: Path) -> bool:
 def _job(args: tuple[str, str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """Worker body: convert one file; never raises (failures come back as an error record)."""
     src, dst, cfg_fields = args
-    cfg = PreprocessCfg(**cfg_fields)
+    cfg = PreprocessConfig(**cfg_fields)
     try:
         return "ok", _convert(Path(src), Path(dst), cfg)
     except (DicomError, PreprocessError, FileNotFoundError) as exc:
@@ -638,7 +654,7 @@ def preprocess_many(sources: Iterable[str | os.PathLike], out_dir: str | os.Path
     Args:
         sources: DICOM paths; patient_id = the parent folder's name, image_id = the file stem.
         out_dir: output folder.
-        mode, height, width, bits: see :class:`PreprocessCfg` (``options`` takes its other fields).
+        mode, height, width, bits: see :class:`PreprocessConfig` (``options`` takes its other fields).
         workers: processes (1 = in this process).
         resume: skip images whose PNG exists and whose manifest row has the same settings; a second identical run
             writes nothing. ``False`` converts everything again and the manifest lists only this run's images.
@@ -651,7 +667,7 @@ def preprocess_many(sources: Iterable[str | os.PathLike], out_dir: str | os.Path
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
-    cfg = PreprocessCfg(mode=mode, height=height, width=width, bits=bits, **options)
+    cfg = PreprocessConfig(mode=mode, height=height, width=width, bits=bits, **options)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     root_path = Path(root) if root is not None else None
@@ -734,18 +750,17 @@ def _run_jobs(jobs: list[tuple[str, str, dict[str, Any]]], workers: int):
 # Notebook entry point
 
 
-def ensure_pngs(ctx: Any, datasets: Sequence[str] = ("vindr", "rsna", "reports")) -> dict[str, Path]:
+def ensure_pngs(ctx: RunContext, datasets: Sequence[str] = ("vindr", "rsna", "reports")) -> dict[str, Path]:
     """Convert the DICOMs of every dataset folder present under ``ctx.data_root`` into ``ctx.png_dir(dataset)``.
 
-    Uses the profile's ``preprocess`` section (mode, height, width, bits, workers; the ``num_workers`` parameter
-    overrides workers). Work already done with the same settings is skipped (settings are recorded in
-    ``png_dir/settings.json``); ``retrain=True`` converts everything again. Prints one line per dataset and returns
-    ``{dataset: png_dir}``.
+    Uses :class:`PreprocessConfig` from the profile's ``preprocess`` section (mode, height, width, bits, workers; the
+    ``num_workers`` parameter overrides workers). Each PNG folder is an :class:`~mammoclip_kit.artifacts.Artifact`
+    whose record ``png_dir/settings.json`` holds the conversion settings and the last run's counts: with the same
+    settings the batch resumes (finished images are skipped, new or changed DICOMs converted); with other settings or
+    ``retrain=True`` everything is converted again. Prints one line per dataset and returns ``{dataset: png_dir}``.
     """
     ctx.require_data(complete=False)  # images are enough here; the table builders check the CSVs
-    section = ctx.section("preprocess")
-    cfg = PreprocessCfg.from_section(section)
-    workers = int(ctx.params.get("num_workers") or section.get("workers") or 1)
+    cfg = PreprocessConfig.from_context(ctx)
     data_root = Path(ctx.data_root)
     dirs: dict[str, Path] = {}
     for name in datasets:
@@ -758,21 +773,15 @@ def ensure_pngs(ctx: Any, datasets: Sequence[str] = ("vindr", "rsna", "reports")
         if not sources:
             print(f"{name:<8} no DICOMs found under {IMAGE_SOURCES[name]}; skipped")
             continue
-        settings_path = png_dir / "settings.json"
-        recorded = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
-        same = recorded.get("settings") == asdict(cfg)
-        result = preprocess_many(sources, png_dir, mode=cfg.mode, height=cfg.height, width=cfg.width, bits=cfg.bits,
-                                 workers=workers, resume=same and not ctx.retrain, root=data_root,
-                                 keep_aspect=cfg.keep_aspect, margin=cfg.margin, window_index=cfg.window_index,
-                                 prefer_lut=cfg.prefer_lut)
+        artifact = Artifact(png_dir, cfg.conversion, record=png_dir / "settings.json")
+        same = artifact.is_current()
+        result = preprocess_many(sources, png_dir, workers=cfg.workers, resume=same and not ctx.retrain,
+                                 root=data_root, **cfg.conversion)
         if result.converted or result.failed or not same:
-            state = {"settings": asdict(cfg), "last_run": {
-                "converted": result.converted, "skipped": result.skipped, "failed": result.failed,
-                "seconds": round(result.seconds, 3), "workers": workers, "images": len(result.manifest)}}
-            tmp = settings_path.with_name(".settings.json.tmp")
-            tmp.write_text(json.dumps(state, indent=2))
-            os.replace(tmp, settings_path)
-        where = ctx.relpath(png_dir) if hasattr(ctx, "relpath") else png_dir.name
+            artifact.commit(last_run={"converted": result.converted, "skipped": result.skipped,
+                                      "failed": result.failed, "seconds": round(result.seconds, 3),
+                                      "workers": cfg.workers, "images": len(result.manifest)})
+        where = ctx.relpath(png_dir)
         print(f"{name:<8} {result.summary()} → {where}"
               + (f"; see {where}/errors.csv" if result.failed else ""))
         dirs[name] = png_dir
@@ -856,7 +865,7 @@ def benchmark(argv: Sequence[str] | None = None) -> dict[str, float]:
               "1 process (images/s per core)")
         rates: dict[str, float] = {}
         for mode in modes:
-            cfg = PreprocessCfg(mode=mode, height=args.height, width=args.width,
+            cfg = PreprocessConfig(mode=mode, height=args.height, width=args.width,
                                 bits=8 if mode == "paper" else args.bits)
             _convert(Path(sources[0]), tmp_path / "warmup.png", cfg)  # imports and first-call costs
             failed = 0
@@ -886,7 +895,7 @@ def plot_paper_steps(image: DicomImage, height: int = 1520, width: int = 912, si
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    result = process_image(image, PreprocessCfg(mode="paper", height=height, width=width), keep_steps=True)
+    result = process_image(image, PreprocessConfig(mode="paper", height=height, width=width), keep_steps=True)
     s = result.steps
     rows, cols = s["rows"], s["cols"]
     fig, axes = plt.subplots(1, 5, figsize=(size * 5, size * 1.6))
@@ -917,7 +926,7 @@ def plot_voi_steps(image: DicomImage, height: int = 1520, width: int = 912, size
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    cfg = PreprocessCfg(mode="voi", height=height, width=width, **options)
+    cfg = PreprocessConfig(mode="voi", height=height, width=width, **options)
     result = process_image(image, cfg, keep_steps=True)
     s = result.steps
     x0, y0, x1, y1 = result.crop
@@ -947,7 +956,7 @@ def plot_modes(images: Sequence[DicomImage], height: int = 1520, width: int = 91
     fig, axes = plt.subplots(2, len(images), figsize=(size * len(images), size * 3.4), squeeze=False)
     for j, image in enumerate(images):
         for i, mode in enumerate(MODES):
-            out = process_image(image, PreprocessCfg(mode=mode, height=height, width=width)).image
+            out = process_image(image, PreprocessConfig(mode=mode, height=height, width=width)).image
             axes[i, j].imshow(out, cmap="gray")
             axes[i, j].set_title(f"{mode}: {image.meta['manufacturer'][:14]}\n{image.photometric}", fontsize=8)
             axes[i, j].axis("off")

@@ -41,17 +41,23 @@ import ast
 import json
 import logging
 import os
+import random
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from mammoclip_kit.artifacts import ensure
+from mammoclip_kit.config import StageConfig
 from mammoclip_kit.data import text as textlib
+
+if TYPE_CHECKING:
+    from mammoclip_kit.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -454,11 +460,6 @@ def build_vindr(vindr_dir: str | os.PathLike, png_dir: str | os.PathLike, *, rel
     return VindrTables(images=images, boxes=boxes, pretrain=vindr_pretrain_table(images), dropped=dropped)
 
 
-def image_findings(row: pd.Series | Mapping[str, Any]) -> list[str]:
-    """Finding names (VinDr spelling) set in a ``vindr_images`` row's one-hot columns."""
-    return [name for name in textlib.FINDING_NAMES if int(row[textlib.FINDING_COLUMNS[name]]) == 1]
-
-
 def _group_breasts(records_: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
     """Rows grouped by (patient_id, laterality), groups in sorted key order, rows sorted by image_id."""
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
@@ -532,7 +533,7 @@ class ReportTextConfig:
 
     per_breast: bool = True  # keep only the sentences about this breast (or both / no side)
     keep_decimals: bool = False  # kit option; the paper's cleaning cuts sentences at decimal points
-    augment: textlib.AugmentConfig = field(default_factory=textlib.AugmentConfig)
+    augment: textlib.TextAugmentConfig = field(default_factory=textlib.TextAugmentConfig)
 
 
 @dataclass
@@ -626,7 +627,7 @@ def build_reports(reports_dir: str | os.PathLike, png_dir: str | os.PathLike, *,
     else:
         augmented = []
         for (patient_id, laterality), lists in zip(keys, texts, strict=True):
-            rng = textlib._as_rng(_row_seed(seed, patient_id, laterality))
+            rng = random.Random(_row_seed(seed, patient_id, laterality))
             augmented.append([" ".join(textlib.augment_sentences(s, rng, config.augment)) for s in lists])
     for row, aug in zip(rows, augmented, strict=True):
         row["text_augment"] = aug
@@ -643,29 +644,21 @@ def build_reports(reports_dir: str | os.PathLike, png_dir: str | os.PathLike, *,
 
 
 @dataclass
-class TablesConfig:
-    """The ``tables`` section of a profile."""
+class TablesConfig(StageConfig):
+    """The ``tables`` section of a profile (built with :meth:`~mammoclip_kit.config.StageConfig.from_context`)."""
+
+    SECTION: ClassVar[str] = "tables"
 
     n_folds: int = 4  # GroupKFold folds (by patient) for RSNA, reports and the VinDr training split
     per_breast: bool = True  # per-breast sentence selection of bilateral reports
     keep_decimals: bool = False  # kit option; False = the paper's cleaning
-    augment: dict[str, Any] = field(default_factory=dict)  # AugmentConfig fields
+    augment: dict[str, Any] = field(default_factory=dict)  # TextAugmentConfig fields (data.text)
     back_translation: list[str] | None = None  # [en→pivot folder, pivot→en folder] of local MarianMT models
     png_root: dict[str, str | None] = field(default_factory=dict)  # dataset → folder of the authors' PNG release
 
-    @classmethod
-    def from_section(cls, section: Mapping[str, Any] | None) -> TablesConfig:
-        values = dict(section or {})
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise TypeError(f"unknown setting(s) {unknown} in the tables section; known: "
-                            f"{sorted(cls.__dataclass_fields__)}")
-        values = {k: v for k, v in values.items() if v is not None or k in ("back_translation",)}
-        return cls(**values)
-
     def report_config(self) -> ReportTextConfig:
         return ReportTextConfig(per_breast=self.per_breast, keep_decimals=self.keep_decimals,
-                                augment=textlib.AugmentConfig.from_dict(self.augment))
+                                augment=textlib.TextAugmentConfig.from_dict(self.augment))
 
 
 #: Author PNG release folders that :func:`ensure_tables` detects under ``data_root`` (reference names, spec §5).
@@ -682,7 +675,7 @@ _OUTPUTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _resolve_png_dirs(ctx: Any, config: TablesConfig) -> dict[str, Path]:
+def _resolve_png_dirs(ctx: RunContext, config: TablesConfig) -> dict[str, Path]:
     """Configured release folders, then the kit's PNGs (``ensure_pngs``), then detected release folders."""
     png_dirs: dict[str, Path] = {}
     for dataset, folder in (config.png_root or {}).items():
@@ -708,18 +701,17 @@ def _file_signature(path: Path) -> list[Any]:
     return [str(path), stat.st_mtime_ns, stat.st_size]
 
 
-def ensure_tables(ctx: Any, datasets: Sequence[str] | None = None) -> dict[str, Path]:
+def ensure_tables(ctx: RunContext, datasets: Sequence[str] | None = None) -> dict[str, Path]:
     """Build every table whose inputs exist under ``ctx.data_root`` (skipping up-to-date ones); name → path.
 
     PNGs come from :func:`mammoclip_kit.data.preprocess.ensure_pngs` (or an author PNG release, see the module
-    docstring). A table group is rebuilt when its inputs (CSV and PNG manifest mtimes and sizes), the ``tables``
-    settings, the seed or the kit's table version changed, or when ``ctx.retrain`` is set. Left-out images are listed
-    in ``tables/dropped.csv``; the build state is recorded in ``tables/state.json``.
+    docstring). Each dataset's table group is an artefact (:func:`mammoclip_kit.artifacts.ensure`) recorded in
+    ``tables/<dataset>.params.json``: it is rebuilt when its inputs (CSV and PNG manifest mtimes and sizes), the
+    ``tables`` settings, the seed or the kit's table version changed, when one of its tables is missing, or when
+    ``ctx.retrain`` is set. Left-out images are listed in ``tables/dropped.csv``.
     """
-    config = TablesConfig.from_section(ctx.section("tables"))
+    config = TablesConfig.from_context(ctx)
     tables_dir = Path(ctx.tables_dir)
-    state_path = tables_dir / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     png_dirs = _resolve_png_dirs(ctx, config)
     built: dict[str, Path] = {}
     dropped_all = []
@@ -731,43 +723,24 @@ def ensure_tables(ctx: Any, datasets: Sequence[str] | None = None) -> dict[str, 
             raise FileNotFoundError(f"{ctx.data_root / dataset}: the tables need PNGs, but there are no DICOMs to "
                                     f"convert and no PNG release at {ctx.data_root / RELEASE_PNG_DIRS.get(dataset, '')}")
         png_dir = png_dirs[dataset]
-        signature = {"version": TABLES_VERSION, "seed": ctx.seed, "settings": json.loads(json.dumps(
-            config.__dict__, default=str)), "inputs": [_file_signature(p) for p in inputs],
-            "png_dir": str(png_dir), "manifest": _file_signature(png_dir / "manifest.csv"),
-            "png_dir_mtime": png_dir.stat().st_mtime_ns if png_dir.is_dir() else None}
+        signature = {"version": TABLES_VERSION, "seed": ctx.seed, "settings": config.to_dict(),
+                     "inputs": [_file_signature(p) for p in inputs], "png_dir": str(png_dir),
+                     "manifest": _file_signature(png_dir / "manifest.csv"),
+                     "png_dir_mtime": png_dir.stat().st_mtime_ns if png_dir.is_dir() else None}
         outputs = {name: tables_dir / f"{name}.csv" for name in _OUTPUTS[dataset]}
-        if not ctx.retrain and state.get(dataset) == signature and all(p.is_file() for p in outputs.values()):
+
+        def reuse(_: Path, dataset: str = dataset, outputs: dict[str, Path] = outputs) -> dict[str, Path]:
             print(f"tables {dataset:<8} up to date: {', '.join(outputs)}")
-            built.update(outputs)
-            continue
-        started = time.perf_counter()
-        relative_to = ctx.output_dir
-        if dataset == "vindr":
-            result = build_vindr(ctx.data_root / "vindr", png_dir, relative_to=relative_to, n_folds=config.n_folds)
-            frames = {"vindr_images": result.images, "vindr_boxes": result.boxes, "vindr_pretrain": result.pretrain}
-        elif dataset == "rsna":
-            result = build_rsna(ctx.data_root / "rsna", png_dir, relative_to=relative_to, n_folds=config.n_folds)
-            frames = {"rsna_images": result.images}
-        else:
-            translator = None
-            if config.back_translation:
-                translator = textlib.BackTranslator(*config.back_translation, device=getattr(ctx, "device", None))
-            result = build_reports(ctx.data_root / "reports", png_dir, relative_to=relative_to,
-                                   n_folds=config.n_folds, seed=ctx.seed, config=config.report_config(),
-                                   back_translator=translator)
-            frames = {"reports_pretrain": result.pretrain}
-        for name, frame in frames.items():
-            write_table(frame, outputs[name])
-        print(f"tables {dataset:<8} built in {time.perf_counter() - started:.1f} s: "
-              + ", ".join(f"{name} {len(frame)} rows" for name, frame in frames.items())
-              + (f"; {len(result.dropped)} left out (tables/dropped.csv)" if len(result.dropped) else ""))
-        dropped_all.append(result.dropped)
-        state[dataset] = signature
-        tables_dir.mkdir(parents=True, exist_ok=True)
-        tmp = state_path.with_name("state.json.tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(state_path)
-        built.update(outputs)
+            return outputs
+
+        def build(_: Path, dataset: str = dataset, png_dir: Path = png_dir,
+                  outputs: dict[str, Path] = outputs) -> dict[str, Path]:
+            dropped_all.append(_build_group(ctx, dataset, png_dir, config, outputs))
+            return outputs
+
+        missing = not all(p.is_file() for p in outputs.values())
+        built.update(ensure(tables_dir, signature, build, load=reuse, retrain=ctx.retrain or missing,
+                            record=tables_dir / f"{dataset}.params.json", verbose=False))
     if dropped_all:
         dropped = pd.concat(dropped_all, ignore_index=True)
         previous = tables_dir / "dropped.csv"
@@ -777,6 +750,33 @@ def ensure_tables(ctx: Any, datasets: Sequence[str] | None = None) -> dict[str, 
             dropped = pd.concat([old, dropped], ignore_index=True)
         write_table(dropped, previous)
     return built
+
+
+def _build_group(ctx: RunContext, dataset: str, png_dir: Path, config: TablesConfig,
+                 outputs: Mapping[str, Path]) -> pd.DataFrame:
+    """Build and write the tables of one dataset; returns its left-out images."""
+    started = time.perf_counter()
+    relative_to = ctx.output_dir
+    if dataset == "vindr":
+        result = build_vindr(ctx.data_root / "vindr", png_dir, relative_to=relative_to, n_folds=config.n_folds)
+        frames = {"vindr_images": result.images, "vindr_boxes": result.boxes, "vindr_pretrain": result.pretrain}
+    elif dataset == "rsna":
+        result = build_rsna(ctx.data_root / "rsna", png_dir, relative_to=relative_to, n_folds=config.n_folds)
+        frames = {"rsna_images": result.images}
+    else:
+        translator = None
+        if config.back_translation:
+            translator = textlib.BackTranslator(*config.back_translation, device=ctx.device)
+        result = build_reports(ctx.data_root / "reports", png_dir, relative_to=relative_to,
+                               n_folds=config.n_folds, seed=ctx.seed, config=config.report_config(),
+                               back_translator=translator)
+        frames = {"reports_pretrain": result.pretrain}
+    for name, frame in frames.items():
+        write_table(frame, outputs[name])
+    print(f"tables {dataset:<8} built in {time.perf_counter() - started:.1f} s: "
+          + ", ".join(f"{name} {len(frame)} rows" for name, frame in frames.items())
+          + (f"; {len(result.dropped)} left out (tables/dropped.csv)" if len(result.dropped) else ""))
+    return result.dropped
 
 
 def table_counts(paths: Mapping[str, Path]) -> dict[str, int]:

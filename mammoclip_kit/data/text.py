@@ -242,7 +242,7 @@ _PARAPHRASE_RES = [
 
 
 @dataclass
-class AugmentConfig:
+class TextAugmentConfig:
     """Offline text augmentation (all steps act on cleaned sentences)."""
 
     shuffle: bool = True  # permute the sentence order (always a different order when ≥ 2 distinct sentences)
@@ -251,7 +251,7 @@ class AugmentConfig:
     min_sentences: int = 1  # never drop below this many sentences
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> AugmentConfig:
+    def from_dict(cls, values: Mapping[str, Any] | None) -> TextAugmentConfig:
         """Build from a profile section (unknown keys raise ``TypeError`` naming them)."""
         values = dict(values or {})
         unknown = sorted(set(values) - set(cls.__dataclass_fields__))
@@ -310,10 +310,10 @@ def paraphrase(sentence: str, rng: random.Random | int | None = None, prob: floa
 
 
 def augment_sentences(sentences: Sequence[str], rng: random.Random | int | None = None,
-                      config: AugmentConfig | None = None) -> list[str]:
+                      config: TextAugmentConfig | None = None) -> list[str]:
     """Offline augmentation of cleaned sentences: drop → paraphrase → shuffle (each as configured)."""
     rng = _as_rng(rng)
-    config = config or AugmentConfig()
+    config = config or TextAugmentConfig()
     out = drop_sentences(sentences, config.drop_prob, rng, config.min_sentences) if config.drop_prob > 0 else list(sentences)
     if config.paraphrase_prob > 0:
         out = [paraphrase(s, rng, config.paraphrase_prob) for s in out]

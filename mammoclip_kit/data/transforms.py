@@ -72,7 +72,7 @@ def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 @dataclass
-class AugmentConfig:
+class ImageAugmentConfig:
     """The paper's training augmentation; each step fires with its own probability and draws fresh parameters.
 
     ``elastic_alpha`` / ``elastic_sigma`` are in pixels of a 1520-pixel-high image and scale with the image height, so
@@ -104,9 +104,9 @@ def affine_matrix(height: int, width: int, angle: float, tx: float, ty: float, s
     return np.hstack([linear, offset[:, None]]).astype(np.float64)
 
 
-def random_affine(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig | None = None) -> np.ndarray:
+def random_affine(image: np.ndarray, rng: np.random.Generator, config: ImageAugmentConfig | None = None) -> np.ndarray:
     """One affine warp with parameters drawn from ``config``'s ranges (zero fill, bilinear)."""
-    config = config or AugmentConfig()
+    config = config or ImageAugmentConfig()
     h, w = image.shape[:2]
     m = affine_matrix(
         h, w,
@@ -117,9 +117,9 @@ def random_affine(image: np.ndarray, rng: np.random.Generator, config: AugmentCo
     return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def random_elastic(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig | None = None) -> np.ndarray:
+def random_elastic(image: np.ndarray, rng: np.random.Generator, config: ImageAugmentConfig | None = None) -> np.ndarray:
     """Elastic deformation: uniform(−1, 1) displacement fields, Gaussian-smoothed, × alpha (reflect border)."""
-    config = config or AugmentConfig()
+    config = config or ImageAugmentConfig()
     h, w = image.shape[:2]
     factor = h / PAPER_SIZE[0]
     alpha, sigma = config.elastic_alpha * factor, max(config.elastic_sigma * factor, 0.5)
@@ -132,7 +132,7 @@ def random_elastic(image: np.ndarray, rng: np.random.Generator, config: AugmentC
                      borderMode=cv2.BORDER_REFLECT_101)
 
 
-def augment(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig | None = None) -> np.ndarray:
+def augment(image: np.ndarray, rng: np.random.Generator, config: ImageAugmentConfig | None = None) -> np.ndarray:
     """The paper's training augmentation on a grayscale ``H×W`` image: flips, affine, elastic (each with its p).
 
     Every random choice comes from ``rng``, so a dataset that seeds ``rng`` per (seed, epoch, index) is reproducible
@@ -140,7 +140,7 @@ def augment(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig |
     """
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {tuple(image.shape)}")
-    config = config or AugmentConfig()
+    config = config or ImageAugmentConfig()
     out = image
     if rng.random() < config.hflip_p:
         out = out[:, ::-1]
@@ -153,8 +153,3 @@ def augment(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig |
         out = random_elastic(out, rng, config)
     return out
 
-
-def train_transform(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig | None = None,
-                    mean: float = PAPER_MEAN, std: float = PAPER_STD) -> torch.Tensor:
-    """Augment, then the standard :func:`to_model_input` normalisation (3×H×W float tensor)."""
-    return to_model_input(augment(image, rng, config), mean=mean, std=std)

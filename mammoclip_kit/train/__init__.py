@@ -4,7 +4,7 @@ Later notebooks call :func:`ensure_pretrained` (``ctx.checkpoint_dir(variant)``,
 ``python -m mammoclip_kit.pretrain --config configs/pretrain/classroom.yaml`` (also under torchrun).
 """
 
-from mammoclip_kit.train.config import VARIANTS, PretrainConfig, load_config
+from mammoclip_kit.train.config import VARIANTS, PretrainConfig, PretrainSectionConfig, load_config
 from mammoclip_kit.train.pipeline import (
            ensure_pretrained,
            ensure_shapes_tower,
@@ -13,4 +13,4 @@ from mammoclip_kit.train.pipeline import (
 )
 
 __all__ = ["ensure_pretrained", "ensure_shapes_tower", "pretrain_config", "run_pretraining", "PretrainConfig",
-           "load_config", "VARIANTS"]
+           "PretrainSectionConfig", "load_config", "VARIANTS"]

@@ -1,7 +1,8 @@
 """Pretraining configuration: one dataclass, YAML presets in ``configs/pretrain/`` and the ablation variants.
 
-A preset YAML holds :class:`PretrainConfig` fields; dotted ``key=value`` overrides (CLI, profile section, notebook
-parameters) are applied on top, then a *variant* sets the loss and the data sources:
+A preset YAML holds :class:`PretrainConfig` fields; a *variant* sets the loss and the data sources, then dotted
+``key=value`` overrides (CLI, profile section, notebook parameters) are applied on top. A profile's ``pretrain``
+section (:class:`PretrainSectionConfig`) names the preset YAML and its overrides:
 
 =================== ====== ====================================================================
 variant             loss   data
@@ -15,17 +16,18 @@ variant             loss   data
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
-from mammoclip_kit.config import reject_unknown
+from mammoclip_kit import env
+from mammoclip_kit.config import StageConfig, reject_unknown
 
-__all__ = ["PretrainConfig", "VARIANTS", "load_config", "apply_overrides", "config_hash"]
+__all__ = ["PretrainConfig", "PretrainSectionConfig", "VARIANTS", "PROFILE_PRESETS", "load_config",
+           "apply_overrides"]
 
 #: variant name -> field overrides (loss and data sources)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -114,7 +116,7 @@ class PretrainConfig:
         if self.shapes:
             from mammoclip_kit.train.shapes import ShapesConfig
 
-            reject_unknown(self.shapes, (f.name for f in dataclasses.fields(ShapesConfig)), "shapes field", where)
+            reject_unknown(self.shapes, ShapesConfig.field_names(), "shapes field", where)
         if self.text_lr is not None and self.text_lr < 0:
             raise ValueError(f"{where}: text_lr must be >= 0 (0 = frozen text tower) or null, got {self.text_lr}")
         if self.image_size is not None and len(self.image_size) != 2:
@@ -175,6 +177,47 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
     return PretrainConfig.from_dict(apply_overrides(values, overrides), where=where)
 
 
-def config_hash(values: dict[str, Any]) -> str:
-    """Stable short hash of a JSON-able dict (used to decide whether a checkpoint matches the request)."""
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+#: The pretraining preset YAML (``configs/pretrain/<name>.yaml``) of each profile when its section names none.
+PROFILE_PRESETS: dict[str, str] = {"smoke": "smoke", "classroom": "classroom", "paper": "paper-b5"}
+
+
+@dataclass
+class PretrainSectionConfig(StageConfig):
+    """A profile's ``pretrain`` section: the preset YAML, the variants to train and the overrides on top.
+
+    The notebook parameters ``max_steps``, ``batch_size``, ``num_workers`` and ``text_encoder`` (when set) become the
+    fields of the same names, which override the preset for every variant; :meth:`resolve` gives the
+    :class:`PretrainConfig` of one variant.
+    """
+
+    SECTION: ClassVar[str] = "pretrain"
+    PARAMETERS: ClassVar[dict[str, str]] = {"max_steps": "max_steps", "batch_size": "batch_size",
+                                            "num_workers": "num_workers", "text_encoder": "text_encoder"}
+
+    config: str | None = None                     # preset YAML (relative to the repository); None = PROFILE_PRESETS
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))  # the variants a profile trains
+    overrides: dict[str, Any] = field(default_factory=dict)              # PretrainConfig overrides, every variant
+    variant_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant → overrides
+    max_steps: int | None = None
+    batch_size: int | None = None
+    num_workers: int | None = None
+    text_encoder: str | None = None
+
+    def __post_init__(self) -> None:
+        reject_unknown(self.variants, VARIANTS, "variant", "pretrain section, variants")
+        reject_unknown(self.variant_overrides, VARIANTS, "variant", "pretrain section, variant_overrides")
+
+    def preset_path(self, profile: str) -> Path:
+        """The preset YAML: ``config`` (relative paths from the repository root) or the profile's default."""
+        path = Path(self.config or f"configs/pretrain/{PROFILE_PRESETS.get(profile, 'classroom')}.yaml")
+        return path if path.is_absolute() else env.repo_root() / path
+
+    def resolve(self, profile: str, variant: str, seed: int) -> PretrainConfig:
+        """Preset YAML < variant < ``overrides`` < ``variant_overrides[variant]`` < set parameters < ``seed``."""
+        overrides: dict[str, Any] = dict(self.overrides)
+        overrides.update(self.variant_overrides.get(variant) or {})
+        for name in self.PARAMETERS.values():
+            if getattr(self, name) is not None:
+                overrides[name] = getattr(self, name)
+        overrides["seed"] = seed
+        return load_config(self.preset_path(profile), overrides=overrides, variant=variant)

@@ -1,10 +1,11 @@
 """From built tables to a trained checkpoint: datasets, model, held-out monitor, and the load-or-train entry point.
 
-:func:`ensure_pretrained` is what notebooks call: it resolves the run's :class:`PretrainConfig` from the profile's
-``pretrain`` section (``config``: a preset YAML, ``overrides``) plus the notebook parameters (``max_steps``,
-``batch_size``, ``num_workers``, ``seed``, ``text_encoder``), and returns ``ctx.checkpoint_dir(variant)`` — loading
-when a finished checkpoint with the same parameters and the same tables exists, resuming an interrupted run with the
-same parameters, training otherwise (``retrain=True`` always retrains).
+:func:`ensure_pretrained` is what notebooks call: it resolves the run's :class:`PretrainConfig` with
+:func:`pretrain_config` (the profile's ``pretrain`` section, :class:`~mammoclip_kit.train.config.PretrainSectionConfig`,
+plus the notebook parameters ``max_steps``, ``batch_size``, ``num_workers``, ``text_encoder`` and the seed), and
+returns ``ctx.checkpoint_dir(variant)`` — loading when a finished checkpoint with the same parameters and the same
+tables exists, resuming an interrupted run with the same parameters, training otherwise (``retrain=True`` always
+retrains).
 """
 
 from __future__ import annotations
@@ -15,17 +16,21 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from mammoclip_kit import env
+from mammoclip_kit.artifacts import Artifact, atomic_write_json
 from mammoclip_kit.data.datasets import ImageLabelDataset, ImageTextDataset, MixedDataset, as_list
-from mammoclip_kit.train.config import PretrainConfig, load_config
+from mammoclip_kit.train.config import PretrainConfig, PretrainSectionConfig
 from mammoclip_kit.train.distributed import DistInfo
 
-__all__ = ["ensure_pretrained", "pretrain_config", "run_pretraining", "build_datasets", "build_model",
+if TYPE_CHECKING:
+    from mammoclip_kit.context import RunContext
+
+__all__ = ["ensure_pretrained", "pretrain_config", "run_pretraining", "build_datasets", "build_pretrain_model",
            "build_monitor", "heldout_pairs", "read_log", "PARAMS_FILE"]
 
 PARAMS_FILE = "pretrain_params.json"
@@ -74,7 +79,7 @@ def build_datasets(cfg: PretrainConfig, tables_dir: Path, root: Path,
         if len(va):
             val_parts["vindr"] = ImageLabelDataset(va, root, train=False, table=str(path.name), **common)
         for i in range(len(vindr_train)):
-            per_view, lat = vindr_train._findings[i]
+            per_view, lat = vindr_train.findings(i)
             texts += [vindr_train.label_to_text(f, lat, None) for f in per_view.values()]
     if not cfg.augment:
         for part in train_parts:
@@ -83,7 +88,7 @@ def build_datasets(cfg: PretrainConfig, tables_dir: Path, root: Path,
     return train, val_parts, texts
 
 
-def build_model(cfg: PretrainConfig, texts: list[str] | None = None) -> Any:
+def build_pretrain_model(cfg: PretrainConfig, texts: list[str] | None = None) -> Any:
     """``create_model(cfg.model, ...)`` with the config's overrides, image size, seed and text encoder."""
     from mammoclip_kit.models.factory import create_model
 
@@ -190,7 +195,7 @@ def run_pretraining(cfg: PretrainConfig, tables_dir: Path, root: Path, out_dir: 
         cfg = dataclasses.replace(cfg, image_init=str(folder))
     train_data, val_data, texts = build_datasets(cfg, Path(tables_dir), Path(root), image_size)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, texts)
+    model = build_pretrain_model(cfg, texts)
     monitor = build_monitor(cfg, Path(tables_dir), Path(root), image_size) if (dist_info is None
                                                                                or dist_info.is_main) else None
     setup_s = time.perf_counter() - started
@@ -200,20 +205,11 @@ def run_pretraining(cfg: PretrainConfig, tables_dir: Path, root: Path, out_dir: 
                                 "image_size": list(image_size), "variant_sources": cfg.sources, "loss": cfg.loss})
 
 
-def pretrain_config(ctx: Any, variant: str = "mammoclip") -> PretrainConfig:
-    """The run configuration of ``variant`` under ``ctx``: preset YAML + profile overrides + notebook parameters."""
-    section = ctx.section("pretrain")
-    default = {"smoke": "smoke", "classroom": "classroom", "paper": "paper-b5"}.get(ctx.profile, "classroom")
-    path = Path(section.get("config") or f"configs/pretrain/{default}.yaml")
-    path = path if path.is_absolute() else env.repo_root() / path
-    overrides: dict[str, Any] = dict(section.get("overrides") or {})
-    overrides.update((section.get("variant_overrides") or {}).get(variant) or {})
-    for name in ("max_steps", "batch_size", "num_workers", "text_encoder"):
-        value = ctx.params.get(name)
-        if value is not None:
-            overrides[name] = value
-    overrides["seed"] = ctx.seed
-    return load_config(path, overrides=overrides, variant=variant)
+def pretrain_config(ctx: RunContext, variant: str = "mammoclip", **overrides: Any) -> PretrainConfig:
+    """The run configuration of ``variant`` under ``ctx``: preset YAML < variant < the profile's ``pretrain``
+    overrides < notebook parameters (``max_steps``, ``batch_size``, ``num_workers``, ``text_encoder``) < keyword
+    ``overrides`` of :class:`~mammoclip_kit.train.config.PretrainSectionConfig` fields; the seed is ``ctx.seed``."""
+    return PretrainSectionConfig.from_context(ctx, **overrides).resolve(ctx.profile, variant, ctx.seed)
 
 
 def _tables_signature(tables_dir: Path, cfg: PretrainConfig) -> dict[str, str]:
@@ -225,12 +221,14 @@ def _tables_signature(tables_dir: Path, cfg: PretrainConfig) -> dict[str, str]:
     return out
 
 
-def ensure_pretrained(ctx: Any, variant: str = "mammoclip", progress: bool = True) -> Path:
+def ensure_pretrained(ctx: RunContext, variant: str = "mammoclip", progress: bool = True) -> Path:
     """Return ``ctx.checkpoint_dir(variant)`` holding a pretrained model with this run's parameters.
 
-    Loads (returns at once) when ``pretrain_params.json`` there matches the configuration and the tables and the run
-    finished; resumes a matching unfinished run from ``train/last.pt``; otherwise (or with ``ctx.retrain``) trains from
-    scratch. Builds the cohort, PNGs and tables first when they are missing.
+    The checkpoint folder is an :class:`~mammoclip_kit.artifacts.Artifact` whose record ``pretrain_params.json``
+    holds the variant, the :class:`PretrainConfig` and a hash of each table it reads. Loads (returns at once) when the
+    record matches and the run finished; resumes a matching unfinished run from ``train/last.pt`` (the record is
+    written with ``complete: false`` before training starts); otherwise (or with ``ctx.retrain``) trains from scratch.
+    Builds the cohort, PNGs and tables first when they are missing.
     """
     from mammoclip_kit.data.records import ensure_tables
 
@@ -238,29 +236,26 @@ def ensure_pretrained(ctx: Any, variant: str = "mammoclip", progress: bool = Tru
     out = Path(ctx.checkpoint_dir(variant))
     ensure_tables(ctx, datasets=["reports", "vindr"] if ctx.is_cohort else None)
     params = {"variant": variant, "config": cfg.to_dict(), "tables": _tables_signature(Path(ctx.tables_dir), cfg)}
-    params_path = out / PARAMS_FILE
-    recorded = json.loads(params_path.read_text()) if params_path.is_file() else None
-    same = recorded is not None and {k: recorded.get(k) for k in params} == params
-    if same and not ctx.retrain and recorded.get("complete") and (out / "model.safetensors").is_file():
+    artifact = Artifact(out, params, record=out / PARAMS_FILE)
+    if not ctx.retrain and artifact.is_current() and (out / "model.safetensors").is_file():
         print(f"pretrained {variant!r}: loading {out.name} (same parameters; retrain=True recomputes)")
         return out
-    if ctx.retrain or not same:
+    if ctx.retrain or artifact.recorded().get("params") != artifact.params:
         for name in ("train", "model.safetensors", "config.json", "metrics.json", PARAMS_FILE, "text_encoder"):
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    params_path.write_text(json.dumps({**params, "complete": False}, indent=2, default=str))
+    atomic_write_json(artifact.record, {"params": artifact.params, "complete": False})
     action = "resuming" if (out / "train" / "last.pt").is_file() else "training"
     print(f"pretrained {variant!r}: {action} ({cfg.loss} loss, sources {cfg.sources}, model {cfg.model})")
     run_pretraining(cfg, Path(ctx.tables_dir), Path(ctx.output_dir), out, device=ctx.device, progress=progress)
-    params_path.write_text(json.dumps({**params, "complete": True}, indent=2, default=str))
+    artifact.commit()
     return out
 
 
-def ensure_shapes_tower(ctx: Any, progress: bool = True) -> Path | None:
+def ensure_shapes_tower(ctx: RunContext, progress: bool = True) -> Path | None:
     """``ctx.checkpoint_dir("shapes_init")``: the formula-driven image tower that the profile's pretraining starts from
     (``image_init: shapes``), trained when missing; None when the profile's pretraining starts from random weights."""
     from mammoclip_kit.models.factory import resolve_config

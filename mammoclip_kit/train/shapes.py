@@ -28,6 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from mammoclip_kit.artifacts import ensure
+from mammoclip_kit.config import StageConfig
+
 __all__ = ["SHAPES", "render_shapes", "ShapesConfig", "pretrain_on_shapes", "load_shapes_init",
            "ensure_shapes_init"]
 
@@ -104,8 +107,12 @@ def render_shapes(rng: np.random.Generator, label: int, height: int, width: int)
 
 
 @dataclass
-class ShapesConfig:
-    """The formula-driven pretraining of an image tower (defaults: about 2 minutes for the classroom tower on 2 cores)."""
+class ShapesConfig(StageConfig):
+    """The formula-driven pretraining of an image tower (defaults: about 2 minutes for the classroom tower on 2 cores).
+
+    A pretraining config's ``shapes`` mapping holds these fields (:meth:`~mammoclip_kit.config.StageConfig.from_dict`
+    rejects unknown ones); ``image_size`` and ``seed`` come from the pretraining run.
+    """
 
     steps: int = 300
     batch_size: int = 32
@@ -194,27 +201,31 @@ def load_shapes_init(tower: nn.Module, folder: str | Path) -> nn.Module:
 
 
 def ensure_shapes_init(image_config: Any, image_size: tuple[int, int], settings: dict[str, Any] | None,
-                       folder: str | Path, *, seed: int = 0, device: Any = None, progress: bool = True) -> Path:
+                       folder: str | Path, *, seed: int = 0, device: Any = None, progress: bool = True,
+                       retrain: bool = False) -> Path:
     """The shapes-pretrained image tower of ``image_config`` (an
-    :class:`~mammoclip_kit.models.towers.ImageTowerConfig`) at ``image_size``: loaded from ``folder`` when it was
-    trained there with the same tower, size and settings, trained (and saved there) otherwise. Returns ``folder``."""
+    :class:`~mammoclip_kit.models.towers.ImageTowerConfig`) at ``image_size``: reused from ``folder`` when it was
+    trained there with the same tower, size and settings (:func:`mammoclip_kit.artifacts.ensure`, record
+    ``folder/params.json``), trained (and saved there) otherwise or with ``retrain``. Returns ``folder``."""
     from mammoclip_kit.models.towers import create_image_tower
 
-    cfg = ShapesConfig(**{**(settings or {}), "image_size": tuple(int(v) for v in image_size), "seed": seed})
-    request = json.loads(json.dumps({"tower": asdict(image_config), "config": asdict(cfg)}))
+    cfg = ShapesConfig.from_dict({**(settings or {}), "image_size": tuple(int(v) for v in image_size), "seed": seed},
+                                 where="shapes settings")
     folder = Path(folder)
-    record = folder / "shapes.json"
-    if record.is_file() and (folder / "image_tower.safetensors").is_file():
-        stored = json.loads(record.read_text())
-        if {"tower": stored.get("tower"), "config": stored.get("config")} == request:
-            if progress:
-                print(f"shapes init: loading {folder.name} (same tower and settings)")
-            return folder
-    if progress:
-        print(f"shapes init: training the {image_config.name} image tower on drawn shapes ({cfg.steps} steps)")
-    torch.manual_seed(seed)
-    tower = create_image_tower(image_config)
-    pretrain_on_shapes(tower, cfg, out_dir=folder, device=device, progress=progress)
-    stored = json.loads(record.read_text())
-    record.write_text(json.dumps({**stored, "tower": request["tower"]}, indent=2))
-    return folder
+
+    def build(path: Path) -> Path:
+        if progress:
+            print(f"shapes init: training the {image_config.name} image tower on drawn shapes ({cfg.steps} steps)")
+        torch.manual_seed(seed)
+        tower = create_image_tower(image_config)
+        pretrain_on_shapes(tower, cfg, out_dir=path, device=device, progress=progress)
+        return path
+
+    def reuse(path: Path) -> Path:
+        if progress:
+            print(f"shapes init: loading {path.name} (same tower and settings)")
+        return path
+
+    missing = not (folder / "image_tower.safetensors").is_file()
+    return ensure(folder, {"tower": asdict(image_config), "config": cfg.to_dict()}, build, load=reuse,
+                  retrain=retrain or missing, verbose=False)

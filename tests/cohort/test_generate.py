@@ -139,7 +139,7 @@ def test_writer_round_trips_pixels(tmp_path: Path, compression: str, vendor: str
     stored = dw.to_stored(rng.uniform(0, 1, breast.shape).astype(np.float32), breast, v)
     meta = dw.DicomMeta("P1", dw.PHI_NAME_PREFIX + "T1", "19500707", 70, dw.uid_from(1), dw.uid_from(2),
                         dw.uid_from(3), "20200101", "L", "CC", "ACC1", 50.0)
-    syntax = dw.write_dicom(tmp_path / "x.dcm", stored, meta, v, 0.5, dw.window_values(stored, breast, v), compression)
+    syntax = dw.write_vendor_dicom(tmp_path / "x.dcm", stored, meta, v, 0.5, dw.window_values(stored, breast, v), compression)
     ds = pydicom.dcmread(tmp_path / "x.dcm")
     assert str(ds.file_meta.TransferSyntaxUID) == syntax
     np.testing.assert_array_equal(ds.pixel_array, stored)
@@ -316,10 +316,23 @@ def test_ensure_cohort_builds_once_and_checks_user_data(tmp_path: Path, monkeypa
     section["seed"] = 1
     syn.ensure_cohort(ctx)
     assert len(calls) == 2                       # different parameters: rebuilt
-    assert syn.cohort_record(ctx.data_root)["seed"] == 1
+    assert syn.cohort_record(ctx.data_root)["params"]["seed"] == 1
 
     with pytest.raises(ValueError, match="user data"):
         syn.ensure_cohort(SimpleNamespace(data_root=tmp_path / "real", is_cohort=False))
+
+
+def test_cohort_section_config_from_profile_and_parameters():
+    section = {"preset": None, "seed": 2, "workers": 2, "n_patients": 1, "image_scale": 0.05}
+    ctx = SimpleNamespace(profile="smoke", params={"num_workers": None}, section=lambda name: dict(section))
+    settings = cfgmod.CohortSectionConfig.from_context(ctx)
+    assert (settings.preset, settings.seed, settings.workers) == (None, 2, 2)
+    assert settings.overrides() == {"n_patients": 1, "image_scale": 0.05}
+    ctx.params["num_workers"] = 1                 # the notebook parameter wins over the section
+    assert cfgmod.CohortSectionConfig.from_context(ctx).workers == 1
+    section["patients"] = 3
+    with pytest.raises(ValueError, match=r"cohort section: unknown setting\(s\) \['patients'\]"):
+        cfgmod.CohortSectionConfig.from_context(ctx)
 
 
 def test_bad_settings_name_the_problem(tmp_path: Path):

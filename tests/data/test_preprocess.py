@@ -16,7 +16,7 @@ from mammoclip_kit.context import RunContext
 from mammoclip_kit.data.dicom import read_dicom, write_dicom
 from mammoclip_kit.data.preprocess import (
     MANIFEST_COLUMNS,
-    PreprocessCfg,
+    PreprocessConfig,
     PreprocessError,
     benchmark,
     ensure_pngs,
@@ -181,7 +181,7 @@ def test_voi_mode_removes_burnt_in_marker_and_writes_16_bit(tmp_path):
     pixels = make_phantom(400, 240, seed=2, laterality="L", marker=True)
     src = write_dicom(tmp_path / "p" / "a.dcm", pixels, bits_stored=12, window=[(2048, 4096)])
     image = read_dicom(src)
-    result = process_image(image, PreprocessCfg(mode="voi", height=200, width=120), keep_steps=True)
+    result = process_image(image, PreprocessConfig(mode="voi", height=200, width=120), keep_steps=True)
     marker = result.steps["markers"]
     assert marker.sum() > 0 and marker[:, :120].sum() == 0  # found, and only in the top-right corner
     assert result.steps["cleaned"][marker].max() == 0
@@ -193,13 +193,13 @@ def test_voi_mode_removes_burnt_in_marker_and_writes_16_bit(tmp_path):
 
 
 def test_config_validation():
-    assert PreprocessCfg(height=1520, width=None).width == 912
+    assert PreprocessConfig(height=1520, width=None).width == 912
     with pytest.raises(ValueError, match="8-bit"):
-        PreprocessCfg(mode="paper", bits=16)
+        PreprocessConfig(mode="paper", bits=16)
     with pytest.raises(ValueError, match="mode"):
-        PreprocessCfg(mode="fancy")
+        PreprocessConfig(mode="fancy")
     with pytest.raises(ValueError, match="too small"):
-        PreprocessCfg(height=8, width=8)
+        PreprocessConfig(height=8, width=8)
 
 
 def _broken_corpus(root: Path) -> dict[str, str]:
@@ -285,7 +285,7 @@ def test_workers_give_identical_outputs(tmp_path):
 def test_process_image_rejects_blank_images(tmp_path):
     src = write_dicom(tmp_path / "a.dcm", np.full((64, 48), 5, np.uint16))
     with pytest.raises(PreprocessError, match="constant"):
-        process_image(read_dicom(src), PreprocessCfg(mode="paper", height=32, width=20))
+        process_image(read_dicom(src), PreprocessConfig(mode="paper", height=32, width=20))
 
 
 def test_cli_folder_and_csv(tmp_path, capsys):
@@ -316,16 +316,41 @@ def test_ensure_pngs_converts_present_datasets_once(tmp_path, capsys):
     assert set(dirs) == {"vindr", "rsna"}
     assert (dirs["vindr"] / "st1" / "a.png").is_file() and (dirs["rsna"] / "10" / "20.png").is_file()
     recorded = json.loads((dirs["vindr"] / "settings.json").read_text())
-    assert recorded["settings"]["height"] == 80 and recorded["last_run"]["converted"] == 1
+    assert recorded["params"]["height"] == 80 and recorded["last_run"]["converted"] == 1
     assert pd.read_csv(dirs["rsna"] / "manifest.csv")["source"].tolist() == ["rsna/train_images/10/20.dcm"]
     before = _all_files(tmp_path / "runs")
     ensure_pngs(ctx)
     assert _all_files(tmp_path / "runs") == before
     assert "skipped 1" in capsys.readouterr().out
+    ctx.params["num_workers"] = 2   # how the batch runs, not what it writes: still reused
+    ensure_pngs(ctx)
+    assert _all_files(tmp_path / "runs") == before
     ctx.settings["preprocess"]["height"] = 100
     ctx.settings["preprocess"]["width"] = 60
+    capsys.readouterr()
     ensure_pngs(ctx, datasets=("vindr",))
+    assert "converted 1" in capsys.readouterr().out
     assert cv2.imread(str(dirs["vindr"] / "st1" / "a.png"), 0).shape == (100, 60)
+    recorded = json.loads((dirs["vindr"] / "settings.json").read_text())
+    assert recorded["params"]["height"] == 100 and recorded["last_run"]["workers"] == 2
+    ctx.params["retrain"] = True    # same settings, but retrain: converted again
+    ensure_pngs(ctx, datasets=("vindr",))
+    assert "converted 1" in capsys.readouterr().out
+
+
+def test_preprocess_config_from_profile_and_parameters():
+    settings = {"preprocess": {"mode": "paper", "height": 100, "width": 60, "workers": 3}}
+    ctx = RunContext(profile="smoke", data_root=Path("."), output_dir=Path("."), device=None, seed=0,
+                     settings=settings, params={"num_workers": None})
+    cfg = PreprocessConfig.from_context(ctx)
+    assert (cfg.mode, cfg.height, cfg.width, cfg.workers) == ("paper", 100, 60, 3)
+    assert "workers" not in cfg.conversion and cfg.conversion["height"] == 100
+    ctx.params["num_workers"] = 1
+    assert PreprocessConfig.from_context(ctx).workers == 1
+    assert PreprocessConfig.from_context(ctx, height=200).height == 200
+    settings["preprocess"]["heigth"] = 10
+    with pytest.raises(ValueError, match=r"preprocess section: unknown setting\(s\) \['heigth'\]"):
+        PreprocessConfig.from_context(ctx)
 
 
 def test_benchmark_reports_both_modes(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -277,6 +278,28 @@ def test_ensure_tables_builds_then_skips_until_inputs_change(tmp_path):
     R.ensure_tables(ctx)
     assert R.table_counts(paths)["reports_pretrain"] == 2
     assert paths["vindr_images"].stat().st_mtime_ns == stamps["vindr_images"]
+    assert json.loads((ctx.tables_dir / "vindr.params.json").read_text())["params"]["settings"]["n_folds"] == 2
+    paths["vindr_boxes"].unlink()          # a table of the group is missing: the group is rebuilt
+    R.ensure_tables(ctx)
+    assert paths["vindr_boxes"].is_file() and paths["vindr_images"].stat().st_mtime_ns != stamps["vindr_images"]
+    stamps = {name: p.stat().st_mtime_ns for name, p in paths.items()}
+    ctx.settings["tables"]["n_folds"] = 3  # other settings: every group is rebuilt
+    R.ensure_tables(ctx)
+    assert all(p.stat().st_mtime_ns != stamps[name] for name, p in paths.items())
+    stamps = {name: p.stat().st_mtime_ns for name, p in paths.items()}
+    ctx.params["retrain"] = True           # same settings, retrain: rebuilt
+    R.ensure_tables(ctx)
+    assert all(p.stat().st_mtime_ns != stamps[name] for name, p in paths.items())
+
+
+def test_tables_config_from_profile_rejects_unknown_settings(tmp_path):
+    ctx = RunContext(profile="smoke", data_root=tmp_path, output_dir=tmp_path, device="cpu", seed=0,
+                     settings={"tables": {"n_folds": 5, "augment": {"shuffle": False}}}, params={})
+    config = R.TablesConfig.from_context(ctx)
+    assert config.n_folds == 5 and config.report_config().augment.shuffle is False
+    ctx.settings["tables"]["folds"] = 3
+    with pytest.raises(ValueError, match=r"tables section: unknown setting\(s\) \['folds'\]"):
+        R.TablesConfig.from_context(ctx)
 
 
 def test_cli_builds_tables_and_reports_schema_errors(tmp_path, capsys):

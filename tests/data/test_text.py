@@ -103,7 +103,7 @@ def test_augment_is_seeded():
     assert first == T.augment_sentences(sentences, 7)
     assert first != sentences
     with pytest.raises(TypeError, match="shufle"):
-        T.AugmentConfig.from_dict({"shufle": True})
+        T.TextAugmentConfig.from_dict({"shufle": True})
 
 
 def test_every_vindr_finding_has_positive_and_negative_templates():

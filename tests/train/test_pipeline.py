@@ -72,5 +72,37 @@ def test_ensure_pretrained_loads_resumes_and_retrains(tmp_path: Path, capsys: py
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
     ctx.params["batch_size"] = 2   # another parameter: retrained
     ensure_pretrained(ctx, "clip", progress=False)
-    assert json.loads((folder / "pretrain_params.json").read_text())["config"]["batch_size"] == 2
+    assert json.loads((folder / "pretrain_params.json").read_text())["params"]["config"]["batch_size"] == 2
     assert (folder / "model.safetensors").stat().st_mtime_ns != stamp
+    record = json.loads((folder / "pretrain_params.json").read_text())
+    (folder / "pretrain_params.json").write_text(json.dumps({**record, "complete": False}))  # as if interrupted
+    assert (folder / "train" / "last.pt").is_file()
+    capsys.readouterr()
+    ensure_pretrained(ctx, "clip", progress=False)   # same parameters, unfinished: resumed from train/last.pt
+    assert "resuming" in capsys.readouterr().out
+    assert json.loads((folder / "pretrain_params.json").read_text())["complete"] is True
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    ctx.params["retrain"] = True   # same parameters, retrain: trained again from scratch
+    ensure_pretrained(ctx, "clip", progress=False)
+    assert "training" in capsys.readouterr().out and (folder / "model.safetensors").stat().st_mtime_ns != stamp
+
+
+def test_pretrain_config_order_profile_parameters_keywords(tmp_path: Path) -> None:
+    settings = {"pretrain": {"config": str(SMOKE), "overrides": {"epochs": 3, "batch_size": 6},
+                             "variant_overrides": {"clip": {"epochs": 5}}}}
+    params = {"max_steps": None, "batch_size": None, "num_workers": None, "text_encoder": None}
+    ctx = RunContext(profile="smoke", data_root=tmp_path, output_dir=tmp_path, device=torch.device("cpu"), seed=3,
+                     settings=settings, params=params, is_cohort=False)
+    cfg = pretrain_config(ctx, "mammoclip")
+    assert (cfg.epochs, cfg.batch_size, cfg.max_steps, cfg.seed, cfg.loss) == (3, 6, 4, 3, "mvs")  # max_steps: YAML
+    assert pretrain_config(ctx, "clip").epochs == 5
+    params.update(batch_size=2, max_steps=7)
+    cfg = pretrain_config(ctx, "clip")
+    assert (cfg.batch_size, cfg.max_steps, cfg.loss) == (2, 7, "clip")
+    assert pretrain_config(ctx, "clip", batch_size=3).batch_size == 3
+    settings["pretrain"]["varaints"] = ["clip"]
+    with pytest.raises(ValueError, match=r"pretrain section: unknown setting\(s\) \['varaints'\]"):
+        pretrain_config(ctx)
+    settings["pretrain"] = {"variants": ["clip", "siglip"]}
+    with pytest.raises(ValueError, match="unknown variant"):
+        pretrain_config(ctx)

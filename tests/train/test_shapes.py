@@ -12,7 +12,7 @@ from mammoclip_kit.models.factory import resolve_config
 from mammoclip_kit.models.towers import create_image_tower
 from mammoclip_kit.train import shapes as S
 from mammoclip_kit.train.config import PretrainConfig, load_config
-from mammoclip_kit.train.pipeline import build_model
+from mammoclip_kit.train.pipeline import build_pretrain_model
 
 SMALL = {"steps": 3, "batch_size": 4, "warmup_steps": 1}
 
@@ -64,15 +64,21 @@ def test_ensure_trains_once_per_setting(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.undo()
     S.ensure_shapes_init(image, (48, 32), {**SMALL, "steps": 4}, tmp_path / "init", progress=False)
     assert (folder / "image_tower.safetensors").read_bytes() != weights  # other settings: trained again
+    calls = []
+    monkeypatch.setattr(S, "pretrain_on_shapes", lambda *args, **kwargs: calls.append(kwargs["out_dir"]))
+    S.ensure_shapes_init(image, (48, 32), {**SMALL, "steps": 4}, tmp_path / "init", progress=False, retrain=True)
+    assert calls == [folder]                                               # retrain: trained again
+    with pytest.raises(ValueError, match=r"shapes settings: unknown setting\(s\) \['stepz'\]"):
+        S.ensure_shapes_init(image, (48, 32), {"stepz": 2}, tmp_path / "init", progress=False)
 
 
 def test_pretraining_config_starts_from_the_shapes_tower(tmp_path: Path) -> None:
     tower = _tower()
     S.pretrain_on_shapes(tower, S.ShapesConfig(image_size=(48, 32), **SMALL), out_dir=tmp_path, progress=False)
-    model = build_model(PretrainConfig(model="smoke", image_init=str(tmp_path)))
+    model = build_pretrain_model(PretrainConfig(model="smoke", image_init=str(tmp_path)))
     for key, value in tower.state_dict().items():
         torch.testing.assert_close(model.image_encoder.state_dict()[key], value, rtol=0, atol=0)
     with pytest.raises(ValueError, match="must be resolved"):
-        build_model(PretrainConfig(model="smoke", image_init="shapes"))
+        build_pretrain_model(PretrainConfig(model="smoke", image_init="shapes"))
     with pytest.raises(ValueError, match="unknown shapes field"):
         load_config(overrides={"image_init": "shapes", "shapes": {"stepz": 3}})

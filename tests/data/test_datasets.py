@@ -1,4 +1,5 @@
-"""Pretraining datasets: spec §3.5 sampling with 1, 2, 3 files per view, texts, determinism, resize, errors."""
+"""Pretraining datasets (data.datasets) and the image augmentation (data.transforms): sampling with 1, 2, 3 files per
+view, texts, determinism, resize, errors."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from mammoclip_kit.data.datasets import (
     PairCollate,
     sample_texts,
 )
-from mammoclip_kit.data.transforms import AugmentConfig, augment
+from mammoclip_kit.data.transforms import ImageAugmentConfig, augment
 
 H, W = 20, 12
 
@@ -109,11 +110,11 @@ def test_augment_random_per_call_and_normalised() -> None:
     image = np.zeros((64, 40), np.uint8)
     image[10:50, 8:30] = 200
     rng = np.random.default_rng(0)
-    always = AugmentConfig(hflip_p=0, vflip_p=0, affine_p=1, elastic_p=1)
+    always = ImageAugmentConfig(hflip_p=0, vflip_p=0, affine_p=1, elastic_p=1)
     outs = [augment(image, rng, always) for _ in range(3)]
     assert all(o.shape == image.shape for o in outs)
     assert not np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[1], outs[2])
-    flip = augment(image, np.random.default_rng(0), AugmentConfig(hflip_p=1, vflip_p=0, affine_p=0, elastic_p=0))
+    flip = augment(image, np.random.default_rng(0), ImageAugmentConfig(hflip_p=1, vflip_p=0, affine_p=0, elastic_p=0))
     assert np.array_equal(flip, image[:, ::-1])
 
 
