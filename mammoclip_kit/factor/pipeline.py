@@ -181,7 +181,7 @@ def attribute_text_sets(ctx: Any, config: FactorConfig) -> dict[str, list[str]]:
 
 def _cache_key(encoder: torch.nn.Module, paths: Sequence[Path], image_size: tuple[int, int] | None,
                stitch: int = 1) -> str:
-    from mammoclip_kit.eval.probe import model_fingerprint
+    from mammoclip_kit.eval.features import model_fingerprint
 
     digest = hashlib.sha1(model_fingerprint(encoder).encode())
     key: list[Any] = [list(image_size) if image_size else None, [str(p) for p in paths]]

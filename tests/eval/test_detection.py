@@ -17,7 +17,7 @@ from mammoclip_kit.eval.detection import (
     DetectorConfig,
     FocalClassificationHead,
     PaperAnchorGenerator,
-    TrainConfig,
+    DetectionTrainConfig,
     coco_map,
     create_detector,
     evaluate_detector,
@@ -194,7 +194,7 @@ def test_retinanet_trains_and_loss_decreases(tiny_tables, tmp_path):
     root, images, boxes = tiny_tables
     data = DetectionDataset(images, boxes, root, "Mass")
     model = create_detector(TinyTower(), DetectorConfig(fpn_channels=16, anchor_scale=0.75))
-    config = TrainConfig(epochs=12, batch_size=4, lr=3e-3, grad_clip=1.0, seed=0)
+    config = DetectionTrainConfig(epochs=12, batch_size=4, lr=3e-3, grad_clip=1.0, seed=0)
     history = train_detector(model, data, data, config, device="cpu", progress=False, log=None,
                              out_dir=tmp_path / "det")
     assert history.steps == 12 and model.backbone.memo_hits >= 4 * 11  # the frozen encoder ran once per image
@@ -218,7 +218,7 @@ def test_training_is_seeded(tiny_tables):
         torch.manual_seed(1)
         data = DetectionDataset(images, boxes, root, "Mass", augment=BoxAugment(), seed=3)
         model = create_detector(TinyTower(), DetectorConfig(fpn_channels=16, anchor_scale=0.75))
-        config = TrainConfig(epochs=2, batch_size=4, seed=3)
+        config = DetectionTrainConfig(epochs=2, batch_size=4, seed=3)
         runs.append(train_detector(model, data, None, config, device="cpu", progress=False, log=None).losses)
     assert runs[0] == runs[1]
 

@@ -9,24 +9,16 @@ import torch
 from _probe_fixtures import TinyEncoder, make_table
 
 from mammoclip_kit.eval.metrics import density_metrics
-from mammoclip_kit.eval.probe import (
-    EncoderSpec,
-    FineTuneCfg,
-    LinearProbeCfg,
-    SweepCfg,
+from mammoclip_kit.eval.encoders import EncoderSpec
+from mammoclip_kit.eval.features import cached_features, extract_features, model_fingerprint
+from mammoclip_kit.eval.finetune import FineTuneConfig, fine_tune
+from mammoclip_kit.eval.linear_probe import LinearProbeConfig, fit_linear_probe
+from mammoclip_kit.eval.sweep import SweepConfig, paired_comparison, run_sweep, scores_csv_path, sweep_table
+from mammoclip_kit.eval.tasks import (
     _class_metrics,
-    cached_features,
     evaluate_predictions,
-    extract_features,
-    fine_tune,
-    fit_linear_probe,
-    model_fingerprint,
-    paired_comparison,
-    run_sweep,
-    scores_csv_path,
     split_for_task,
     subsample_by_patient,
-    sweep_table,
     task_labels,
 )
 
@@ -144,7 +136,7 @@ def test_linear_probe_learns_weighting_and_missing_classes(cohort) -> None:
     rng = np.random.default_rng(0)
     labels = np.array([0] * 30 + [1] * 6)
     features = rng.normal(size=(36, 5)) + labels[:, None] * 2.0
-    probe = fit_linear_probe(features, labels, "mass", LinearProbeCfg(C=1.0))
+    probe = fit_linear_probe(features, labels, "mass", LinearProbeConfig(C=1.0))
     weights = probe.pipeline[-1].class_weight
     assert weights == {0: 1.0, 1: 5.0}  # pos_weight = negatives / positives
     scores = probe.predict_scores(features)
@@ -164,7 +156,7 @@ def test_fine_tune_trains_a_copy_and_checkpoints(cohort, tmp_path) -> None:
     train, _ = split_for_task(table, "mass")
     encoder = TinyEncoder()
     before = _state(encoder)
-    cfg = FineTuneCfg(epochs=2, lr=1e-2, batch_size=8, augment=True, val_fraction=0.3, progress=False)
+    cfg = FineTuneConfig(epochs=2, lr=1e-2, batch_size=8, augment=True, val_fraction=0.3, progress=False)
     result = fine_tune(encoder, TinyEncoder.num_features, train, "mass", root=root, cfg=cfg, seed=0,
                        checkpoint_dir=tmp_path / "ft")
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items()), "the input encoder is untouched"
@@ -176,7 +168,7 @@ def test_fine_tune_trains_a_copy_and_checkpoints(cohort, tmp_path) -> None:
     again = fine_tune(encoder, TinyEncoder.num_features, train, "mass", root=root, cfg=cfg, seed=0)
     assert [h["loss"] for h in again.history] == pytest.approx([h["loss"] for h in result.history])
     dens = fine_tune(encoder, TinyEncoder.num_features, train, "density", root=root,
-                     cfg=FineTuneCfg(epochs=1, batch_size=16, augment=False, max_steps=1, progress=False))
+                     cfg=FineTuneConfig(epochs=1, batch_size=16, augment=False, max_steps=1, progress=False))
     assert dens.history[0]["steps"] == 1
 
 
@@ -184,8 +176,8 @@ def test_sweep_writes_tidy_csv_and_resumes(cohort, tmp_path) -> None:
     root, table = cohort
     encoders = {"a": TinyEncoder(0), "b": TinyEncoder(1)}
     specs = [EncoderSpec(name, lambda e=e: e) for name, e in encoders.items()]
-    cfg = SweepCfg(tasks=["mass", "density", "cancer"], fractions=[0.5, 1.0], shots=[2], seeds=[0],
-                   finetune=FineTuneCfg(epochs=1, batch_size=16, augment=False, max_steps=1, progress=False),
+    cfg = SweepConfig(tasks=["mass", "density", "cancer"], fractions=[0.5, 1.0], shots=[2], seeds=[0],
+                   finetune=FineTuneConfig(epochs=1, batch_size=16, augment=False, max_steps=1, progress=False),
                    finetune_encoders=["a"], finetune_fractions=[1.0], finetune_seeds=[0], finetune_tasks=["mass"],
                    n_boot=10, rsna_test_fold=3)
     csv = tmp_path / "sweeps" / "sweep.csv"  # a folder that does not exist yet
