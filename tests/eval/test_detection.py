@@ -14,10 +14,10 @@ from torch import nn
 from mammoclip_kit.eval.detection import (
     BoxAugment,
     DetectionDataset,
+    DetectionTrainConfig,
     DetectorConfig,
     FocalClassificationHead,
     PaperAnchorGenerator,
-    DetectionTrainConfig,
     coco_map,
     create_detector,
     evaluate_detector,

@@ -8,11 +8,11 @@ import pytest
 import torch
 from _probe_fixtures import TinyEncoder, make_table
 
-from mammoclip_kit.eval.metrics import density_metrics
 from mammoclip_kit.eval.encoders import EncoderSpec
 from mammoclip_kit.eval.features import cached_features, extract_features, model_fingerprint
 from mammoclip_kit.eval.finetune import FineTuneConfig, fine_tune
 from mammoclip_kit.eval.linear_probe import LinearProbeConfig, fit_linear_probe
+from mammoclip_kit.eval.metrics import density_metrics
 from mammoclip_kit.eval.sweep import SweepConfig, paired_comparison, run_sweep, scores_csv_path, sweep_table
 from mammoclip_kit.eval.tasks import (
     _class_metrics,
