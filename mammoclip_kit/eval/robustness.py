@@ -1,7 +1,7 @@
 """Robustness of frozen encoders under controlled shifts and vendor / site hold-out (issue 8, paper's robustness claim).
 
 A linear probe is fitted once per (encoder, task) on *clean* training features (the data-efficiency cache of
-:mod:`mammoclip_kit.eval.probe` is reused, so notebook 08 costs no extra encoder pass on the clean images) and then
+:mod:`mammoclip_kit.eval.features` is reused, so notebook 08 costs no extra encoder pass on the clean images) and then
 evaluated on test images shifted by :mod:`mammoclip_kit.data.shifts` at each severity. A second experiment holds out one
 acquisition group at a time — a vendor profile of the cohort, or an RSNA ``site_id`` / ``machine_id`` in the paper
 profile — training on the others and testing on the held-out group, next to the in-distribution probe trained on every

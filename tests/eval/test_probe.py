@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from _probe_fixtures import TinyEncoder, make_table
 
+from mammoclip_kit.context import make_context
 from mammoclip_kit.eval.encoders import EncoderSpec
 from mammoclip_kit.eval.features import cached_features, extract_features, model_fingerprint
 from mammoclip_kit.eval.finetune import FineTuneConfig, fine_tune
@@ -172,7 +175,7 @@ def test_fine_tune_trains_a_copy_and_checkpoints(cohort, tmp_path) -> None:
     assert dens.history[0]["steps"] == 1
 
 
-def test_sweep_writes_tidy_csv_and_resumes(cohort, tmp_path) -> None:
+def test_sweep_writes_tidy_csv_and_resumes(cohort, tmp_path, capsys) -> None:
     root, table = cohort
     encoders = {"a": TinyEncoder(0), "b": TinyEncoder(1)}
     specs = [EncoderSpec(name, lambda e=e: e) for name, e in encoders.items()]
@@ -215,6 +218,29 @@ def test_sweep_writes_tidy_csv_and_resumes(cohort, tmp_path) -> None:
     assert len(pd.read_csv(scores_csv_path(csv))) == len(scores)
     table_view = sweep_table(first)
     assert "mass auc" in table_view.columns and len(table_view) == 2 * 3 + 1
+    # other settings (here the bootstrap) give other numbers: the old file is not resumed but replaced
+    capsys.readouterr()
+    fifth = run_sweep(specs, cfg=replace(cfg, n_boot=5), **kwargs)
+    assert "sweep.csv: settings changed (n_boot); starting a new sweep" in capsys.readouterr().out
+    assert len(fifth) == len(first) and pd.read_csv(csv).shape[0] == len(first)
+    assert fifth.attrs["timing"]["features_from_cache"] == 4  # the features do not depend on the bootstrap
+    assert not np.allclose(fifth["ci_low"].fillna(0), first["ci_low"].fillna(0))
+
+
+def test_sweep_config_from_the_profile_and_the_notebook_parameters(tmp_path) -> None:
+    ctx = make_context(None, profile="smoke", output_dir=str(tmp_path), device="cpu", batch_size=4, max_steps=2,
+                       num_workers=1)
+    cfg = SweepConfig.from_context(ctx)
+    section = ctx.section("data_efficiency")
+    assert cfg.tasks == section["tasks"] and cfg.probe.C == section["linear_probe"]["C"]
+    assert cfg.finetune_encoders == section["finetune"]["encoders"] and cfg.finetune_tasks == ["mass"]
+    assert cfg.batch_size == 4 and cfg.finetune.batch_size == 4  # the notebook parameter wins over the profile
+    assert cfg.finetune.max_steps == 2 and cfg.finetune.num_workers == 1 and cfg.finetune.lr == 3e-4
+    assert cfg.image_size is None  # every encoder at its own input size
+    with pytest.raises(ValueError, match=r"data_efficiency section.finetune: unknown setting\(s\) \['lr_decay'\]"):
+        SweepConfig.from_dict({"finetune": {"lr_decay": 0.5}})
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['fraction'\]"):
+        SweepConfig.from_dict({"fraction": [0.1]})
 
 
 def _paired_scores(test: pd.DataFrame, sides: dict[str, list[np.ndarray]]) -> pd.DataFrame:
