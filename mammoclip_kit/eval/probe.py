@@ -54,3 +54,9 @@ __all__ = [
     "paired_comparison", "plot_sweep", "predict_table", "run_sweep", "scores_csv_path", "split_for_task",
     "subsample_by_patient", "sweep_table", "task_labels",
 ]
+
+
+if __name__ == "__main__":  # python -m mammoclip_kit.eval.probe runs the sweep's CLI (python -m mammoclip_kit.eval.sweep)
+    from mammoclip_kit.eval.sweep import main
+
+    raise SystemExit(main())

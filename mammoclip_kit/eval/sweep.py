@@ -99,7 +99,7 @@ class SweepConfig(StageConfig):
         return config
 
     @classmethod
-    def from_context(cls, ctx: Any, *, subsection: str | None = None, **overrides: Any) -> SweepConfig:
+    def from_context(cls, ctx: RunContext, *, subsection: str | None = None, **overrides: Any) -> SweepConfig:
         """:meth:`StageConfig.from_context`, with the fine-tune settings also taking the vocabulary parameters
         (``batch_size``, ``max_steps``, ``num_workers``)."""
         config = super().from_context(ctx, subsection=subsection, **overrides)
