@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from mammoclip_kit.inference import eval_mode, resolve_image_size
 from mammoclip_kit.models.clip import MammoClip
 from mammoclip_kit.models.loader import load_model
 
@@ -46,13 +47,20 @@ def convert(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, text_enco
 
 
 @torch.inference_mode()
-def check_parity(original: MammoClip, converted: MammoClip, image_size: tuple[int, int] = (320, 192),
+def check_parity(original: MammoClip, converted: MammoClip, image_size: tuple[int, int] | None = None,
                  batch: int = 2, seed: int = 0) -> dict[str, float]:
-    """Max absolute differences of image (and text) embeddings between two models on a fixed random batch."""
+    """Max absolute differences of image (and text) embeddings between two models on a fixed random batch.
+
+    The batch has the model's input size unless ``image_size`` is set (printed when it differs).
+    """
+    size = resolve_image_size(original, image_size, where="parity check")
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, 3, *image_size, generator=generator)
-    original.eval()
-    converted.eval()
+    images = torch.randn(batch, 3, *size, generator=generator)
+    with eval_mode(original), eval_mode(converted):
+        return _parity(original, converted, images)
+
+
+def _parity(original: MammoClip, converted: MammoClip, images: torch.Tensor) -> dict[str, float]:
     result = {"image_max_abs_diff": float((original.encode_image(images) - converted.encode_image(images)).abs().max()),
               "image_features_max_abs_diff": float((original.image_features(images)
                                                     - converted.image_features(images)).abs().max())}
