@@ -5,7 +5,8 @@
 
 ``CKPT`` is a kit checkpoint folder (``config.json`` + ``model.safetensors``) or a released ``.tar`` file, loaded with
 the kit's one loader :func:`mammoclip_kit.models.loader.load_model` (a released file needs ``--text-encoder``: a local
-folder or hub id of the text encoder). ``prompts.json`` maps each task to one entry per class, each a prompt or a list of prompts::
+folder or hub id of the text encoder). ``prompts.json`` maps each task to one entry per class, each a prompt or a list
+of prompts::
 
     {"mass": [["no mass", "no mass is seen"], ["mass", "a mass is seen"]],
      "density": {"A": ["fatty breasts"], "B": ["scattered fibroglandular tissue"], "C": ["..."], "D": ["..."]}}
