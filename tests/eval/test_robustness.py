@@ -84,3 +84,16 @@ def test_group_holdout_and_attach_groups(cohort, tmp_path) -> None:
         train_rows = ((with_vendor["split"] == "training") & (with_vendor["vendor"] != group)).sum()
         assert (held["n_train"] == train_rows).all()
     assert pd.read_csv(tmp_path / "holdout.csv").shape[0] == len(result)
+
+
+def test_config_from_the_profile_and_the_notebook_parameters(tmp_path) -> None:
+    from mammoclip_kit.context import make_context
+
+    ctx = make_context(None, profile="smoke", output_dir=str(tmp_path), device="cpu", seed=3, batch_size=4)
+    cfg = RobustnessConfig.from_context(ctx)
+    section = ctx.section("robustness")
+    assert cfg.seed == 3 and cfg.batch_size == 4 and cfg.probe.C == section["linear_probe"]["C"]
+    assert cfg.shifts == {name: list(levels) for name, levels in section["shifts"].items()}
+    assert cfg.image_size is None  # every encoder at its own input size
+    with pytest.raises(ValueError, match=r"robustness section: unknown setting\(s\) \['severity'\]"):
+        RobustnessConfig.from_dict({"severity": 3})
