@@ -39,12 +39,12 @@ def load_model(path_or_name: str | os.PathLike, *, text_encoder: str | os.PathLi
                verbose: bool = True) -> MammoClip:
     """A kit checkpoint folder, a released checkpoint file or a preset name → model in eval mode on ``device``.
 
-    ``device`` None picks the kit's default (CUDA, then MPS, then CPU). ``text_encoder`` is used by released files
-    only (a kit folder carries its text tower); ``image_only`` loads a released file without a text tower (no text
-    encoder needed: enough for probes, detection and FActOR's feature maps). ``strict`` makes a released file with
-    missing or unused weights an error. A released file's
-    :class:`~mammoclip_kit.models.reference.LoadReport` is kept as ``model.load_report`` and, with ``verbose``, printed
-    to stderr.
+    ``device`` None picks the kit's default (CUDA, then MPS, then CPU). ``text_encoder`` is used by released files and
+    presets (a kit folder carries its text tower); ``image_only`` builds a released file or a preset without a text
+    tower (no text encoder needed: enough for probes, detection and FActOR's feature maps). ``strict`` makes a released
+    file with missing or unused weights an error. A released file's load report
+    (:class:`~mammoclip_kit.models.reference.LoadReport`) is kept as ``model.load_report`` and, with ``verbose``,
+    printed to stderr.
 
     Raises ``FileNotFoundError`` naming the path when it is neither a folder, a file nor a preset, and ``ValueError``
     for a file with another suffix or a folder without ``config.json``.
