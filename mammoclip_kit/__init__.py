@@ -19,6 +19,7 @@ _LAZY = {
     "create_model": "mammoclip_kit.models.factory",
     "from_pretrained": "mammoclip_kit.models.clip",
     "load_reference_checkpoint": "mammoclip_kit.models.reference",
+    "load_model": "mammoclip_kit.models.loader",
     "embed_images": "mammoclip_kit.inference",
     "embed_texts": "mammoclip_kit.inference",
     "zero_shot": "mammoclip_kit.inference",

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from mammoclip_kit.models.clip import MammoClip, from_pretrained
-from mammoclip_kit.models.reference import load_reference_checkpoint
+from mammoclip_kit.inference import eval_mode, resolve_image_size
+from mammoclip_kit.models.clip import MammoClip
+from mammoclip_kit.models.loader import load_model
 
 __all__ = ["convert", "check_parity", "main"]
 
@@ -30,10 +31,13 @@ CHECK_TEXTS = ("no mass", "an irregular spiculated mass", "benign appearing calc
 
 def convert(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, text_encoder: str | os.PathLike | None = None,
             image_only: bool = False, strict: bool = True) -> tuple[Path, Any]:
-    """Load ``checkpoint`` safely and write it to ``out_dir`` in the kit format; returns the folder and the
-    :class:`~mammoclip_kit.models.reference.LoadReport`."""
-    model, report = load_reference_checkpoint(checkpoint, text_encoder=text_encoder, image_only=image_only,
-                                              strict=strict)
+    """Load ``checkpoint`` safely (:func:`~mammoclip_kit.models.loader.load_model`) and write it to ``out_dir`` in the
+    kit format; returns the folder and the :class:`~mammoclip_kit.models.reference.LoadReport`."""
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"{checkpoint}: no such released checkpoint file")
+    model = load_model(checkpoint, text_encoder=text_encoder, image_only=image_only, strict=strict, device="cpu",
+                       verbose=False)
+    report = model.load_report
     out = model.save_pretrained(out_dir)
     summary = {"source": Path(checkpoint).name, "arch": report.arch, "coverage": report.coverage,
                "missing": report.missing, "unexpected": report.unexpected, "skipped": report.skipped,
@@ -43,13 +47,20 @@ def convert(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, text_enco
 
 
 @torch.inference_mode()
-def check_parity(original: MammoClip, converted: MammoClip, image_size: tuple[int, int] = (320, 192),
+def check_parity(original: MammoClip, converted: MammoClip, image_size: tuple[int, int] | None = None,
                  batch: int = 2, seed: int = 0) -> dict[str, float]:
-    """Max absolute differences of image (and text) embeddings between two models on a fixed random batch."""
+    """Max absolute differences of image (and text) embeddings between two models on a fixed random batch.
+
+    The batch has the model's input size unless ``image_size`` is set (printed when it differs).
+    """
+    size = resolve_image_size(original, image_size, where="parity check")
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, 3, *image_size, generator=generator)
-    original.eval()
-    converted.eval()
+    images = torch.randn(batch, 3, *size, generator=generator)
+    with eval_mode(original), eval_mode(converted):
+        return _parity(original, converted, images)
+
+
+def _parity(original: MammoClip, converted: MammoClip, images: torch.Tensor) -> dict[str, float]:
     result = {"image_max_abs_diff": float((original.encode_image(images) - converted.encode_image(images)).abs().max()),
               "image_features_max_abs_diff": float((original.image_features(images)
                                                     - converted.image_features(images)).abs().max())}
@@ -82,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     print(report.summary())
     print(f"wrote           {out}")
     if args.check:
-        original, _ = load_reference_checkpoint(args.checkpoint, text_encoder=args.text_encoder,
-                                                image_only=args.image_only, strict=not args.non_strict)
-        parity = check_parity(original, from_pretrained(out), image_size=tuple(args.check_size))
+        original = load_model(args.checkpoint, text_encoder=args.text_encoder, image_only=args.image_only,
+                              strict=not args.non_strict, device="cpu", verbose=False)
+        parity = check_parity(original, load_model(out, device="cpu"), image_size=tuple(args.check_size))
         for key, value in parity.items():
             print(f"{key:<28}{value:.3g}")
     return 0

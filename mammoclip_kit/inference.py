@@ -1,4 +1,4 @@
-"""Image in, embeddings and probabilities out: the kit's inference API (reference-spec §2.7, §4.1, §4.2).
+"""Image in, embeddings and probabilities out: the kit's inference API.
 
 * :func:`embed_images` turns PNG/JPEG paths, DICOM paths or 2-D arrays into L2-normalised image embeddings. Every image
   goes through the one inference transform (:func:`mammoclip_kit.data.transforms.to_model_input`: per-image min–max, the
@@ -9,6 +9,12 @@
   embeddings of all prompts of a class, re-normalises and applies the model's logit scale before the softmax (CLIP /
   open_clip practice). ``scoring="reference"`` is the released evaluation's exact rule: one prompt per class (the first
   one), softmax over the raw cosine similarities, no logit scale.
+* :func:`image_features` is the one batched image → features loop of the kit (embeddings here, frozen probe features
+  in :mod:`mammoclip_kit.eval.features`): images read one batch at a time, the model in eval mode
+  (:func:`eval_mode`) under ``torch.inference_mode``.
+* :func:`resolve_image_size` is the one image-size rule: every consumer feeds a model at the model's own input size
+  (:func:`model_image_size`, like timm's ``resolve_data_config``); the PNG size is only what preprocessing wrote, and a
+  deliberately different size is an explicit setting that is printed when used.
 * ``python -m mammoclip_kit.bench embed ...`` (:func:`benchmark`) measures image-embedding throughput.
 
 Example::
@@ -21,9 +27,10 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +48,13 @@ __all__ = [
     "class_embeddings",
     "embed_images",
     "embed_texts",
+    "eval_mode",
+    "image_batches",
+    "image_features",
     "load_model_input",
     "model_image_size",
     "normalize_prompts",
+    "resolve_image_size",
     "zero_shot",
     "zero_shot_probabilities",
 ]
@@ -62,17 +73,42 @@ ImageLike = str | os.PathLike | np.ndarray | torch.Tensor
 
 
 def model_image_size(model: Any) -> tuple[int, int] | None:
-    """The model's input ``(height, width)`` from ``model.config.image_size`` (an int means a square), else None."""
+    """The model's input ``(height, width)``, or None when the model states none.
+
+    Read from ``model.config.image_size`` (a :class:`~mammoclip_kit.models.clip.MammoClip`; an int means a square), else
+    from ``model.image_size`` (an image tower taken out of its model by
+    :func:`mammoclip_kit.models.loader.image_tower`, which records the size it was trained at).
+    """
     config = getattr(model, "config", None)
     size = getattr(config, "image_size", None) if config is not None else None
     if size is None and isinstance(config, Mapping):
         size = config.get("image_size")
+    if size is None:
+        size = getattr(model, "image_size", None)
     if size is None:
         return None
     if isinstance(size, int):
         return (size, size)
     height, width = (int(v) for v in size)
     return height, width
+
+
+def resolve_image_size(model: Any, image_size: Sequence[int] | None = None, *,
+                       where: str = "images") -> tuple[int, int] | None:
+    """The input size to feed ``model``: its own (:func:`model_image_size`) unless ``image_size`` is set explicitly.
+
+    The kit's one image-size rule: a model sees images at the size it was trained at. An explicit ``image_size`` that
+    differs from the model's is honoured and printed (``where`` names the consumer), so a deliberate change is never
+    silent. None when neither is known (the images keep the size they have on disk).
+    """
+    own = model_image_size(model)
+    if image_size is None:
+        return own
+    explicit = (int(image_size[0]), int(image_size[1]))
+    if explicit != own:
+        stated = f"{own[0]}×{own[1]}" if own else "none stated"
+        print(f"{where}: image_size {explicit[0]}×{explicit[1]} set explicitly (the model's input size: {stated})")
+    return explicit
 
 
 def _model_device(model: Any) -> torch.device:
@@ -92,18 +128,19 @@ def _resolve_device(model: Any, device: Any) -> torch.device:
     return device
 
 
-class _EvalMode:
-    """Context manager: eval mode inside, the previous train/eval state restored afterwards."""
+@contextlib.contextmanager
+def eval_mode(model: Any) -> Iterator[Any]:
+    """Context manager: ``model`` in eval mode inside, its previous train/eval state restored afterwards.
 
-    def __init__(self, model: Any) -> None:
-        self.model, self.was_training = model, bool(getattr(model, "training", False))
-
-    def __enter__(self) -> Any:
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc: Any) -> None:
-        self.model.train(self.was_training)
+    Batch-norm statistics and dropout behave as at inference, and a model that was training goes on training after the
+    block (even when the block raises).
+    """
+    was_training = bool(getattr(model, "training", False))
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def _tokenize(model: Any, texts: list[str]) -> Any:
@@ -159,18 +196,20 @@ def _read_dicom_as_png_array(path: Path, size: tuple[int, int] | None, mode: str
     model states none), so a DICOM and the PNG converted from it give the same embedding.
     """
     from mammoclip_kit.data.dicom import read_dicom
-    from mammoclip_kit.data.preprocess import PreprocessCfg, process_image
+    from mammoclip_kit.data.preprocess import PreprocessConfig, process_image
 
     height, width = size if size is not None else (1520, 912)
-    return process_image(read_dicom(path), PreprocessCfg(mode=mode, height=height, width=width)).image
+    return process_image(read_dicom(path), PreprocessConfig(mode=mode, height=height, width=width)).image
 
 
-def load_model_input(image: ImageLike, size: tuple[int, int] | None = None, dicom_mode: str = "voi") -> torch.Tensor:
-    """One image → the model's input tensor ``3×H×W`` (float32, normalised as in spec §2.7).
+def load_model_input(image: ImageLike, size: tuple[int, int] | None = None, dicom_mode: str = "voi",
+                     transform: Callable[[np.ndarray], np.ndarray] | None = None) -> torch.Tensor:
+    """One image → the model's input tensor ``3×H×W`` (float32, normalised as the paper: per-image min–max, mean/std).
 
     ``image`` is a PNG/JPEG path (8- or 16-bit), a DICOM path (converted with ``dicom_mode`` like the PNG converter) or a
-    2-D array / tensor of gray values. When ``size`` (height, width) is given and differs, the image is area-resized
-    before :func:`~mammoclip_kit.data.transforms.to_model_input`.
+    2-D array / tensor of gray values. When ``size`` (height, width) is given and differs, the image is area-resized;
+    then the optional ``transform`` (a 2-D array → 2-D array, e.g. a robustness shift) is applied, then
+    :func:`~mammoclip_kit.data.transforms.to_model_input`.
     """
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
@@ -191,6 +230,8 @@ def load_model_input(image: ImageLike, size: tuple[int, int] | None = None, dico
         raise ValueError(f"{_describe(image)}: image contains NaN or inf")
     if size is not None:
         array = resize_to(array, *size)
+    if transform is not None:
+        array = transform(array)
     return to_model_input(array)
 
 
@@ -215,40 +256,103 @@ def _as_image_list(images: Any) -> list[Any]:
     return list(images)
 
 
+class _ModelInputs(torch.utils.data.Dataset):
+    """Images (paths or arrays) → model inputs with :func:`load_model_input`; ``transform(image, key)`` per image."""
+
+    def __init__(self, items: Sequence[ImageLike], size: tuple[int, int] | None, dicom_mode: str,
+                 transform: Callable[[np.ndarray, str], np.ndarray] | None, keys: Sequence[str] | None) -> None:
+        self.items, self.size, self.dicom_mode, self.transform = list(items), size, dicom_mode, transform
+        self.keys = list(keys) if keys is not None else [str(i) for i in range(len(self.items))]
+        if len(self.keys) != len(self.items):
+            raise ValueError(f"image_batches: {len(self.keys)} keys for {len(self.items)} images")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        transform = None
+        if self.transform is not None:
+            key, shift = self.keys[index], self.transform
+
+            def transform(array: np.ndarray) -> np.ndarray:
+                return shift(array, key)
+        return load_model_input(self.items[index], self.size, self.dicom_mode, transform)
+
+
+def image_batches(images: Sequence[ImageLike], *, size: tuple[int, int] | None, batch_size: int = 16,
+                  num_workers: int = 0, dicom_mode: str = "voi",
+                  transform: Callable[[np.ndarray, str], np.ndarray] | None = None,
+                  keys: Sequence[str] | None = None) -> torch.utils.data.DataLoader:
+    """Batches ``(B, 3, H, W)`` of model inputs of ``images``, in order, read one batch at a time.
+
+    Each image goes through :func:`load_model_input` at ``size`` (resize, then ``transform(image, key)`` with the
+    image's entry of ``keys`` when given, then the inference transform). ``num_workers`` reads batches in worker
+    processes.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    dataset = _ModelInputs(images, size, dicom_mode, transform, keys)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def image_features(model: torch.nn.Module, images: Sequence[ImageLike], *, size: tuple[int, int] | None,
+                   forward: Callable[[torch.Tensor], torch.Tensor] | None = None, batch_size: int = 16,
+                   device: Any = None, num_workers: int = 0, dicom_mode: str = "voi",
+                   transform: Callable[[np.ndarray, str], np.ndarray] | None = None,
+                   keys: Sequence[str] | None = None, channels_last: bool = False, amp: bool = False,
+                   progress: bool = True, desc: str = "images") -> torch.Tensor:
+    """The kit's one image → features loop: ``forward(batch)`` over :func:`image_batches`, concatenated on the CPU.
+
+    ``model`` is put in eval mode for the loop (:func:`eval_mode`) and runs under ``torch.inference_mode``, so no
+    parameter, batch-norm statistic or dropout mask changes; its previous mode is restored. ``forward`` defaults to
+    ``model`` itself (e.g. ``model.encode_image`` for embeddings). ``device`` None uses the model's device.
+    ``channels_last`` feeds channels-last batches (same values, faster depthwise convolutions on CPU); ``amp`` runs
+    under float16 autocast on CUDA (ignored elsewhere). Returns float32 ``(N, ...)``.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device) if device is not None else _model_device(model)
+    forward = forward if forward is not None else model
+    loader = image_batches(images, size=size, batch_size=batch_size, num_workers=num_workers, dicom_mode=dicom_mode,
+                           transform=transform, keys=keys)
+    use_amp = amp and device.type == "cuda"
+    out: list[torch.Tensor] = []
+    with eval_mode(model), torch.inference_mode():
+        for batch in tqdm(loader, desc=desc, disable=not progress or len(loader) < 2, leave=False, unit="batch"):
+            batch = batch.to(device)
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                features = forward(batch)
+            out.append(features.float().cpu())
+    if not out:
+        raise ValueError(f"{desc}: no images given")
+    return torch.cat(out)
+
+
 def embed_images(images: ImageLike | Sequence[ImageLike], model: Any, batch_size: int = 16, device: Any = None,
                  progress: bool = True, dicom_mode: str = "voi", channels_last: bool = False) -> torch.Tensor:
     """L2-normalised image embeddings ``(N, D)`` (float32, on the CPU) of paths or arrays, in input order.
 
-    ``device`` None uses the model's device. Images are read batch by batch (memory stays at one batch); the model runs
-    in eval mode under ``torch.inference_mode`` and is returned to its previous mode afterwards. DICOM files are
-    converted with ``dicom_mode`` (``"voi"``, the kit converter's default, or ``"paper"``, the reference recipe that the
-    released checkpoints were trained with).
+    Images are fed at the model's input size (:func:`model_image_size`) through :func:`image_features`: read batch by
+    batch (memory stays at one batch), the model in eval mode under ``torch.inference_mode`` and returned to its
+    previous mode afterwards. ``device`` None uses the model's device (a given device moves the model there). DICOM
+    files are converted with ``dicom_mode`` (``"voi"``, the kit converter's default, or ``"paper"``, the recipe that
+    the released checkpoints were trained with).
     """
     items = _as_image_list(images)
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    device = _resolve_device(model, device)
-    size = model_image_size(model)
-    out: list[torch.Tensor] = []
-    bar = None
-    if progress and len(items) > batch_size:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), desc="embed images", unit="img")
-    with _EvalMode(model), torch.inference_mode():
-        for batch in _batches(items, batch_size):
-            x = torch.stack([load_model_input(item, size, dicom_mode) for item in batch]).to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            features = model.encode_image(x)
-            out.append(F.normalize(features.float(), dim=-1).cpu())
-            if bar is not None:
-                bar.update(len(batch))
-    if bar is not None:
-        bar.close()
-    if not out:
+    if not items:
         raise ValueError("embed_images: no images given")
-    return torch.cat(out)
+    device = _resolve_device(model, device)
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(model.encode_image(x).float(), dim=-1)
+
+    return image_features(model, items, size=model_image_size(model), forward=encode, batch_size=batch_size,
+                          device=device, dicom_mode=dicom_mode, channels_last=channels_last,
+                          progress=progress and len(items) > batch_size, desc="embed images")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -270,7 +374,7 @@ def embed_texts(texts: str | Sequence[str], model: Any, batch_size: int = 64, de
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc="embed texts", unit="batch")
-    with _EvalMode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for batch in batches:
             tokens = _to_device(_tokenize(model, list(batch)), device)
             out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
@@ -329,7 +433,7 @@ def zero_shot_probabilities(image_embeddings: torch.Tensor, class_emb: torch.Ten
                             logit_scale: float | None = None) -> torch.Tensor:
     """Softmax over classes of ``scale × cos(image, class)`` → ``(N, n_classes)``; ``logit_scale`` None means 1.
 
-    With ``logit_scale=None`` this is the reference's rule (softmax over raw cosine values, spec §4.1).
+    With ``logit_scale=None`` this is the reference's rule (softmax over raw cosine values).
     """
     images = F.normalize(torch.as_tensor(image_embeddings).float(), dim=-1)
     logits = images @ F.normalize(class_emb.float(), dim=-1).T
@@ -352,7 +456,7 @@ def zero_shot(images_or_embeddings: Any, model: Any, prompts: Mapping[str, Any] 
     Returns one row per image: for a binary task a column ``task`` = P(class 1); for a task with K > 2 classes columns
     ``task_p0 … task_p{K-1}`` and ``task_pred`` (the arg-max class). The index is ``index``, else the image file
     names for paths, else 0…N−1. ``scoring`` is ``"ensemble"`` (prompt ensemble, scaled by ``logit_scale`` or the
-    model's learned scale) or ``"reference"`` (first prompt per class, raw cosine, no scale — spec §4.1).
+    model's learned scale) or ``"reference"`` (first prompt per class, raw cosine, no scale, as the paper's evaluation code).
     """
     if prompts is None:
         from mammoclip_kit.data.text import PROMPTS
@@ -396,12 +500,9 @@ def zero_shot(images_or_embeddings: Any, model: Any, prompts: Mapping[str, Any] 
 
 def _build_image_model(preset: str) -> Any:
     """The preset's model without a text tower: timing the image tower needs no text-encoder download."""
-    from mammoclip_kit.models.clip import build_model
-    from mammoclip_kit.models.factory import get_preset
+    from mammoclip_kit.models.loader import load_model
 
-    config = get_preset(preset)
-    config.text_dim = config.text_dim or 768  # the projection input width of the absent text tower
-    return build_model(config, image_only=True)
+    return load_model(preset, image_only=True, device="cpu")
 
 
 def benchmark(argv: Sequence[str] | None = None) -> dict[str, float]:

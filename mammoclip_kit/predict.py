@@ -3,10 +3,10 @@
     python -m mammoclip_kit.predict --checkpoint CKPT --image a.dcm b.png [--prompts prompts.json]
                                     [--text-encoder DIR] [--scoring ensemble|reference] [--json]
 
-``CKPT`` is a kit checkpoint folder (``config.json`` + ``model.safetensors``, loaded with
-:func:`mammoclip_kit.models.clip.from_pretrained`) or a released ``.tar`` file (loaded safely with
-:func:`mammoclip_kit.models.reference.load_reference_checkpoint`, which needs ``--text-encoder``: a local folder or hub id
-of the text encoder). ``prompts.json`` maps each task to one entry per class, each a prompt or a list of prompts::
+``CKPT`` is a kit checkpoint folder (``config.json`` + ``model.safetensors``) or a released ``.tar`` file, loaded with
+the kit's one loader :func:`mammoclip_kit.models.loader.load_model` (a released file needs ``--text-encoder``: a local
+folder or hub id of the text encoder). ``prompts.json`` maps each task to one entry per class, each a prompt or a list
+of prompts::
 
     {"mass": [["no mass", "no mass is seen"], ["mass", "a mass is seen"]],
      "density": {"A": ["fatty breasts"], "B": ["scattered fibroglandular tissue"], "C": ["..."], "D": ["..."]}}
@@ -27,32 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-#: Suffixes of files treated as released (pickle-in-zip) checkpoints rather than kit folders.
-REFERENCE_SUFFIXES = (".tar", ".pth", ".pt", ".ckpt")
-
-
-def load_model(checkpoint: str | Path, text_encoder: str | None = None, device: Any = None) -> Any:
-    """A kit checkpoint folder or a released ``.tar`` → model in eval mode on ``device`` (None: the kit's pick)."""
-    from mammoclip_kit.env import pick_device
-
-    path = Path(checkpoint).expanduser()
-    if path.is_dir():
-        from mammoclip_kit.models.clip import from_pretrained
-
-        model = from_pretrained(path)  # a kit folder carries its own text encoder (text_encoder/)
-    elif path.is_file():
-        if path.suffix.lower() not in REFERENCE_SUFFIXES:
-            raise ValueError(f"{path}: expected a kit checkpoint folder or a released checkpoint file "
-                             f"({', '.join(REFERENCE_SUFFIXES)})")
-        from mammoclip_kit.models.reference import load_reference_checkpoint
-
-        loaded = load_reference_checkpoint(path, text_encoder=text_encoder)
-        model, report = loaded if isinstance(loaded, tuple) else (loaded, None)
-        if report is not None:
-            print(report.summary(), file=sys.stderr)
-    else:
-        raise FileNotFoundError(f"{path}: no such checkpoint folder or file")
-    return model.to(pick_device(device)).eval()
+from mammoclip_kit.models.loader import load_model
 
 
 def load_prompts(path: str | Path | None) -> dict[str, Any]:
@@ -107,12 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        model = load_model(args.checkpoint, args.text_encoder, args.device)
+        model = load_model(args.checkpoint, text_encoder=args.text_encoder, device=args.device)
         prompts = load_prompts(args.prompts)
         dicom_mode = args.dicom_mode or ("voi" if Path(args.checkpoint).is_dir() else "paper")
         table = predict(args.image, model, prompts, scoring=args.scoring, batch_size=args.batch_size,
                         dicom_mode=dicom_mode)
-    except (FileNotFoundError, ValueError, KeyError) as error:
+    except (FileNotFoundError, ValueError, KeyError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:

@@ -155,10 +155,6 @@ class PreprocessConfig(StageConfig):
         return values
 
 
-#: The former name of :class:`PreprocessConfig`, kept until every caller uses the new one.
-PreprocessCfg = PreprocessConfig
-
-
 @dataclass
 class Processed:
     """One preprocessed image: the PNG pixels, the crop box in original coordinates and (optionally) each step."""

@@ -157,18 +157,6 @@ def select_finding_images(images: pd.DataFrame, boxes: pd.DataFrame, finding: st
     return keep, picked[picked["image_id"].isin(set(keep["image_id"]))].reset_index(drop=True)
 
 
-def split_train_val(images: pd.DataFrame, val_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out ``val_fraction`` of the patients (all their images together) for model selection, seeded."""
-    patients = np.array(sorted(images["patient_id"].astype(str).unique()))
-    if val_fraction <= 0 or len(patients) < 2:
-        return images.reset_index(drop=True), images.iloc[0:0].copy()
-    rng = np.random.default_rng(seed)
-    n_val = min(len(patients) - 1, max(1, round(val_fraction * len(patients))))
-    val_patients = set(rng.permutation(patients)[:n_val])
-    is_val = images["patient_id"].astype(str).isin(val_patients)
-    return images[~is_val].reset_index(drop=True), images[is_val].reset_index(drop=True)
-
-
 class DetectionDataset(Dataset):
     """Images containing one finding and their boxes, as ``(image 3×H×W, target, image_id)``.
 

@@ -1,6 +1,6 @@
-"""RetinaNet on the Mammo-CLIP image tower: configuration, backbone adapter, FPN, anchors and focal loss (spec §4.4).
+"""RetinaNet on the Mammo-CLIP image tower: configuration, backbone adapter, FPN, anchors and focal loss.
 
-The paper's detector (reference-spec §4.4) taps the EfficientNet image tower at two blocks, C3 at stride 16 and C4 at
+The paper's detector taps the EfficientNet image tower at two blocks, C3 at stride 16 and C4 at
 stride 32, and takes the post-head map C5 (stride 32). Because C4 and C5 share a stride, the standard torchvision
 :class:`~torchvision.ops.FeaturePyramidNetwork` (which expects every input to halve the resolution) does not fit, so
 :class:`PaperFPN` implements the paper's pyramid:
@@ -33,7 +33,7 @@ import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -51,7 +51,7 @@ from torchvision.models.detection.retinanet import (
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import sigmoid_focal_loss
 
-from mammoclip_kit.config import reject_unknown
+from mammoclip_kit.config import StageConfig
 
 #: The paper's anchor base sizes for pyramid levels 3–7 (``2 ** (level + 2)``) at its 512 × 512 detector input.
 PAPER_ANCHOR_SIZES: tuple[float, ...] = (32.0, 64.0, 128.0, 256.0, 512.0)
@@ -60,13 +60,15 @@ PYRAMID_LEVELS: tuple[int, ...] = (3, 4, 5, 6, 7)
 
 
 @dataclass
-class DetectorConfig:
-    """Everything that defines a detector (saved as ``config.json`` next to its weights).
+class DetectorConfig(StageConfig):
+    """Everything that defines a detector (saved as ``config.json`` next to its weights; ``model:`` of a profile's
+    ``detection`` section).
 
     Attributes:
         finding: the finding column it detects (``Mass`` or ``Suspicious_Calcification``); one class per detector, as
             the paper trains one detector per concept.
-        image_size: detector input ``(height, width)``; ``None`` keeps the PNG size. The paper resizes to 512 × 512.
+        image_size: detector input ``(height, width)``; ``None`` = the encoder's own input size (resolved by
+            :func:`mammoclip_kit.eval.detection.detection_settings`). The paper resizes to 512 × 512.
         fpn_channels: channels of every pyramid level and of the heads (paper 256).
         anchor_sizes: base anchor size per level P3..P7 in input pixels (paper 32…512).
         anchor_scale: multiplies ``anchor_sizes``; < 1 for small classroom images whose lesions are a few pixels wide.
@@ -82,6 +84,8 @@ class DetectorConfig:
         score_threshold, nms_iou, detections_per_image: inference settings (paper 0.05 / 0.5 / 100 inside the model;
             its mAP script then keeps scores > 0.2, see ``eval_score_threshold`` in the training config).
     """
+
+    SECTION = "detection"
 
     finding: str = "Mass"
     image_size: tuple[int, int] | None = None
@@ -124,12 +128,6 @@ class DetectorConfig:
             if data[key] is not None:
                 data[key] = list(data[key])
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
-        """Build from a dict (a profile section or ``config.json``); unknown keys are an error naming them."""
-        reject_unknown(data, (f.name for f in fields(cls)), "detector setting")
-        return cls(**data)
 
     def anchor_sizes_per_level(self) -> tuple[tuple[float, ...], ...]:
         """The anchor sizes of each level: base size × anchor_scale × each octave scale."""

@@ -1,4 +1,4 @@
-"""Supervised localization: torchvision RetinaNet on the Mammo-CLIP image tower (reference-spec §4.4).
+"""Supervised localization: torchvision RetinaNet on the Mammo-CLIP image tower.
 
 Pieces (the model and data parts live in private siblings and are re-exported here):
 
@@ -10,7 +10,9 @@ Pieces (the model and data parts live in private siblings and are re-exported he
 * :func:`evaluate_detector` — VOC all-point mAP@0.5 (the paper's definition, via :mod:`mammoclip_kit.eval.metrics`) and
   COCO-style mAP from pycocotools (:func:`coco_map`);
 * :func:`draw_detections`, :func:`draw_anchors`, :func:`plot_precision_recall` — figures for the notebook;
-* :func:`detection_datasets`, :func:`ensure_detector` — the notebook's "load if present, train if missing" entry points.
+* :func:`detection_settings`, :func:`detection_datasets`, :func:`ensure_detector` — the notebook's entry points: the
+  profile's settings (the detector input defaults to the encoder's own input size), the datasets, and "load if
+  present, train if missing" (:func:`mammoclip_kit.artifacts.Artifact`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +33,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mammoclip_kit.config import reject_unknown
+from mammoclip_kit.artifacts import Artifact
+from mammoclip_kit.config import StageConfig
 from mammoclip_kit.eval._detection_data import (
     BOX_COLUMNS,
     BoxAugment,
@@ -40,7 +43,6 @@ from mammoclip_kit.eval._detection_data import (
     collate_detection,
     finding_key,
     select_finding_images,
-    split_train_val,
     transform_boxes,
 )
 from mammoclip_kit.eval._detection_model import (
@@ -56,20 +58,28 @@ from mammoclip_kit.eval._detection_model import (
     trainable_parameters,
 )
 from mammoclip_kit.eval.metrics import APResult, average_precision_at_iou
+from mammoclip_kit.eval.tasks import split_train_val
+from mammoclip_kit.inference import eval_mode, resolve_image_size
+
+if TYPE_CHECKING:
+    from mammoclip_kit.context import RunContext
 
 __all__ = [
     "BOX_COLUMNS", "PAPER_ANCHOR_SIZES", "PYRAMID_LEVELS", "APResult", "BoxAugment", "ClipDetectionBackbone",
-    "DetectionDataset", "DetectionEval", "DetectionSettings", "DetectorConfig", "detection_settings", "FocalClassificationHead", "PaperAnchorGenerator",
-    "PaperFPN", "TrainConfig", "TrainHistory", "clip_boxes", "coco_map", "collate_detection", "create_detector",
+    "DetectionDataset", "DetectionEval", "DetectionSettings", "DetectionTrainConfig", "DetectorConfig",
+    "FocalClassificationHead", "PaperAnchorGenerator", "PaperFPN", "TrainHistory", "clip_boxes", "coco_map", "collate_detection", "create_detector",
     "detection_datasets", "draw_anchors", "draw_detections", "encoder_taps", "ensure_detector", "evaluate_detector",
-    "finding_key", "load_detector", "plot_precision_recall", "predict", "save_detector", "select_finding_images",
+    "detection_settings", "finding_key", "load_detector", "plot_precision_recall", "predict", "save_detector", "select_finding_images",
     "split_train_val", "train_detector", "trainable_parameters", "transform_boxes",
 ]
 
 
 @dataclass
-class TrainConfig:
+class DetectionTrainConfig(StageConfig):
     """Optimisation settings of :func:`train_detector` (paper: Adam, lr 5e-5, clip 0.1, batch 7, 120 epochs).
+
+    ``train:`` of a profile's ``detection`` section; the notebook parameters ``max_steps``, ``batch_size``,
+    ``num_workers`` and ``seed`` override it.
 
     Attributes:
         epochs: passes over the training images.
@@ -81,6 +91,9 @@ class TrainConfig:
         eval_score_threshold, eval_max_detections: the paper's mAP script keeps detections with score > 0.2, top 100.
         seed: seeds the shuffling and the augmentation.
     """
+
+    SECTION = "detection"
+    PARAMETERS = {"max_steps": "max_steps", "batch_size": "batch_size", "num_workers": "num_workers", "seed": "seed"}
 
     epochs: int = 10
     max_steps: int | None = None
@@ -94,11 +107,6 @@ class TrainConfig:
     eval_score_threshold: float = 0.05
     eval_max_detections: int = 100
     seed: int = 0
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        reject_unknown(data, (f.name for f in fields(cls)), "training setting")
-        return cls(**data)
 
 
 @dataclass
@@ -141,7 +149,7 @@ class DetectionEval:
 
 # --------------------------------------------------------------------------------------------------------- training
 
-def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def _make_optimizer(model: nn.Module, config: DetectionTrainConfig) -> torch.optim.Optimizer:
     encoder = model.backbone.encoder
     encoder_ids = {id(p) for p in encoder.parameters()}
     head = [p for p in trainable_parameters(model) if id(p) not in encoder_ids]
@@ -164,7 +172,7 @@ def _to_device(images, targets, device):
 
 
 def train_detector(model: nn.Module, train_set: DetectionDataset, val_set: DetectionDataset | None,
-                   config: TrainConfig, device: torch.device | str | None = None, out_dir: str | Path | None = None,
+                   config: DetectionTrainConfig, device: torch.device | str | None = None, out_dir: str | Path | None = None,
                    progress: bool = True, log: Callable[[str], None] | None = print) -> TrainHistory:
     """Train ``model`` (from :func:`create_detector`) and keep its best epoch by validation VOC mAP@0.5.
 
@@ -259,17 +267,15 @@ def predict(model: nn.Module, dataset: DetectionDataset, device: torch.device | 
             batch_size: int = 8) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray], list[str]]:
     """Run the detector over ``dataset``: per image ``(boxes, scores)``, the true boxes and the image ids."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_detection)
     preds, truth, ids = [], [], []
-    for images, targets, image_ids in loader:
-        outputs = model([im.to(device) for im in images])
-        for out, target, image_id in zip(outputs, targets, image_ids, strict=True):
-            preds.append((out["boxes"].cpu().numpy().astype(np.float64), out["scores"].cpu().numpy()))
-            truth.append(target["boxes"].numpy().astype(np.float64))
-            ids.append(image_id)
-    model.train(was_training)
+    with eval_mode(model):
+        for images, targets, image_ids in loader:
+            outputs = model([im.to(device) for im in images])
+            for out, target, image_id in zip(outputs, targets, image_ids, strict=True):
+                preds.append((out["boxes"].cpu().numpy().astype(np.float64), out["scores"].cpu().numpy()))
+                truth.append(target["boxes"].numpy().astype(np.float64))
+                ids.append(image_id)
     return preds, truth, ids
 
 
@@ -341,7 +347,7 @@ def evaluate_detector(model: nn.Module, dataset: DetectionDataset, device: torch
 # ------------------------------------------------------------------------------------------------------ checkpoints
 
 def save_detector(model: nn.Module, out_dir: str | Path, history: TrainHistory | None = None,
-                  train_config: TrainConfig | None = None, extra: dict[str, Any] | None = None) -> Path:
+                  train_config: DetectionTrainConfig | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` (the whole detector, encoder included) and ``config.json`` (+ ``history.json``)."""
     from safetensors.torch import save_file
 
@@ -375,7 +381,7 @@ def load_detector(out_dir: str | Path, encoder: nn.Module) -> tuple[nn.Module, d
 
 # ------------------------------------------------------------------------------------------- notebook entry points
 
-def detection_datasets(ctx: Any, config: DetectorConfig, val_fraction: float = 0.2, augment: BoxAugment | None = None,
+def detection_datasets(ctx: RunContext, config: DetectorConfig, val_fraction: float = 0.2, augment: BoxAugment | None = None,
                        seed: int | None = None,
                        ensure: bool = True) -> tuple[DetectionDataset, DetectionDataset, DetectionDataset]:
     """Train / validation / test datasets of ``config.finding`` from the built VinDr tables of ``ctx``.
@@ -406,36 +412,33 @@ def detection_datasets(ctx: Any, config: DetectorConfig, val_fraction: float = 0
             DetectionDataset(test, chosen_boxes, root, config.finding, size, None, seed))
 
 
-def ensure_detector(ctx: Any, name: str, encoder_fn: Callable[[], nn.Module], config: DetectorConfig,
-                    train_config: TrainConfig, datasets: tuple[DetectionDataset, DetectionDataset, DetectionDataset],
+def ensure_detector(ctx: RunContext, name: str, encoder: nn.Module, config: DetectorConfig,
+                    train_config: DetectionTrainConfig,
+                    datasets: tuple[DetectionDataset, DetectionDataset, DetectionDataset],
                     progress: bool = True) -> tuple[nn.Module, TrainHistory]:
     """Load ``checkpoints/detector-<name>`` when it was trained with the same settings, else train and save it.
 
-    ``encoder_fn`` builds a fresh image tower with its starting weights (for example ``EncoderSpec.load`` from
-    :func:`mammoclip_kit.eval.probe.encoder_specs`). "Same settings" means the same detector and training
-    configuration, the same train / validation images and the same starting encoder weights (a fingerprint of them),
-    so a retrained encoder retrains the detector. ``ctx.retrain`` forces training.
+    ``encoder`` is a fresh image tower with its starting weights (for example ``EncoderSpec.load()`` from
+    :func:`mammoclip_kit.eval.encoders.create_encoders`); the detector is built around it. "Same settings" means the
+    same detector and training configuration, the same train / validation images and the same starting encoder
+    weights (a fingerprint of them), so a retrained encoder retrains the detector; they are recorded in
+    ``params.json`` (:class:`mammoclip_kit.artifacts.Artifact`). ``ctx.retrain`` forces training.
     """
-    from mammoclip_kit.eval.probe import model_fingerprint
+    from mammoclip_kit.eval.features import model_fingerprint
 
-    encoder = encoder_fn()
     out = ctx.checkpoint_dir(f"detector-{name}")
-    wanted = {"detector": config.to_dict(), "train": asdict(train_config),
-              "data": {"train": sorted(datasets[0].images["image_id"]), "val": sorted(datasets[1].images["image_id"]),
-                       "encoder": model_fingerprint(encoder)}}
-    config_path = out / "config.json"
-    if config_path.is_file() and (out / "model.safetensors").is_file() and not ctx.retrain:
-        stored = json.loads(config_path.read_text())
-        found = {"detector": stored.get("detector"), "train": stored.get("train"),
-                 "data": (stored.get("extra") or {}).get("data")}
-        if found == wanted:
-            model, payload = load_detector(out, encoder)
-            history = TrainHistory(**payload["history"]) if payload.get("history") else TrainHistory()
-            print(f"detector-{name}: loaded (trained earlier with the same settings; retrain=True recomputes)")
-            return model.to(ctx.device), history
+    data = {"train": sorted(datasets[0].images["image_id"]), "val": sorted(datasets[1].images["image_id"]),
+            "encoder": model_fingerprint(encoder)}
+    artifact = Artifact(out, {"detector": config.to_dict(), "train": asdict(train_config), "data": data})
+    if artifact.is_current() and (out / "model.safetensors").is_file() and not ctx.retrain:
+        model, payload = load_detector(out, encoder)
+        history = TrainHistory(**payload["history"]) if payload.get("history") else TrainHistory()
+        print(f"detector-{name}: loaded (trained earlier with the same settings; retrain=True recomputes)")
+        return model.to(ctx.device), history
     model = create_detector(encoder, config)
     history = train_detector(model, datasets[0], datasets[1], train_config, device=ctx.device, progress=progress)
-    save_detector(model, out, history=history, train_config=train_config, extra={"data": wanted["data"]})
+    save_detector(model, out, history=history, train_config=train_config)
+    artifact.commit()
     return model, history
 
 
@@ -528,18 +531,21 @@ class DetectionSettings:
     """The profile's ``detection:`` section, resolved for one finding and one encoder mode."""
 
     detector: DetectorConfig
-    train: TrainConfig
+    train: DetectionTrainConfig
     augment: BoxAugment | None
     val_fraction: float
 
 
-def detection_settings(ctx: Any, finding: str = "Mass", mode: str = "frozen") -> DetectionSettings:
+def detection_settings(ctx: RunContext, finding: str = "Mass", mode: str = "frozen",
+                       encoder: nn.Module | None = None) -> DetectionSettings:
     """Resolve ``ctx.section("detection")`` for ``finding`` and ``mode`` (``"frozen"`` or ``"finetune"``).
 
-    The section holds ``model:`` (:class:`DetectorConfig` fields), ``train:`` (:class:`TrainConfig` fields),
+    The section holds ``model:`` (:class:`DetectorConfig` fields), ``train:`` (:class:`DetectionTrainConfig` fields),
     ``augment:`` (``true``, ``false`` or :class:`BoxAugment` fields), ``val_fraction`` and per-mode overrides
     ``frozen:`` / ``finetune:`` with the same three sub-sections. The vocabulary parameters ``max_steps``,
-    ``batch_size``, ``num_workers`` and ``seed`` override the training settings.
+    ``batch_size``, ``num_workers`` and ``seed`` override the training settings. With ``encoder`` (the image tower the
+    detector will use) an unset ``model.image_size`` becomes the encoder's own input size, and a set one that differs
+    from it is printed (:func:`mammoclip_kit.inference.resolve_image_size`).
     """
     if mode not in ("frozen", "finetune"):
         raise ValueError(f"detection mode {mode!r}: expected 'frozen' or 'finetune'")
@@ -549,13 +555,18 @@ def detection_settings(ctx: Any, finding: str = "Mass", mode: str = "frozen") ->
     train = {**dict(section.get("train") or {}), **dict(override.get("train") or {})}
     augment = override.get("augment", section.get("augment", True))
     model.update(finding=finding, freeze_encoder=(mode == "frozen"))
-    for name in ("max_steps", "batch_size", "num_workers"):
-        if ctx.params.get(name) is not None:
-            train[name] = ctx.params[name]
-    train["seed"] = ctx.seed
+    where = f"detection section ({mode})"
+    detector = DetectorConfig.from_dict(model, where=f"{where}.model")
+    if encoder is not None:
+        size = resolve_image_size(encoder, detector.image_size, where=f"detector ({finding}, {mode})")
+        detector = replace(detector, image_size=size)
+    for parameter, name in DetectionTrainConfig.PARAMETERS.items():
+        if ctx.params.get(parameter) is not None:
+            train[name] = ctx.params[parameter]
+    train.setdefault("seed", ctx.seed)
     if isinstance(augment, dict):
         augment_cfg: BoxAugment | None = BoxAugment(**augment)
     else:
         augment_cfg = BoxAugment() if augment else None
-    return DetectionSettings(detector=DetectorConfig.from_dict(model), train=TrainConfig.from_dict(train),
+    return DetectionSettings(detector=detector, train=DetectionTrainConfig.from_dict(train, where=f"{where}.train"),
                              augment=augment_cfg, val_fraction=float(section.get("val_fraction", 0.2)))

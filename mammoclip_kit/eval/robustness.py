@@ -1,20 +1,23 @@
 """Robustness of frozen encoders under controlled shifts and vendor / site hold-out (issue 8, paper's robustness claim).
 
 A linear probe is fitted once per (encoder, task) on *clean* training features (the data-efficiency cache of
-:mod:`mammoclip_kit.eval.probe` is reused, so notebook 08 costs no extra encoder pass on the clean images) and then
+:mod:`mammoclip_kit.eval.features` is reused, so notebook 08 costs no extra encoder pass on the clean images) and then
 evaluated on test images shifted by :mod:`mammoclip_kit.data.shifts` at each severity. A second experiment holds out one
 acquisition group at a time — a vendor profile of the cohort, or an RSNA ``site_id`` / ``machine_id`` in the paper
 profile — training on the others and testing on the held-out group, next to the in-distribution probe trained on every
 group. Results are tidy rows with bootstrap 95 % CIs, the clean value and the drop (absolute and relative).
 
-Public API: :class:`RobustnessCfg`, :func:`run_shift_grid`, :func:`run_group_holdout`, :func:`attach_groups`,
+Every encoder sees the images at its own input size unless :attr:`RobustnessConfig.image_size` is set (then printed):
+the shifts act on the image the encoder receives.
+
+Public API: :class:`RobustnessConfig`, :func:`run_shift_grid`, :func:`run_group_holdout`, :func:`attach_groups`,
 :func:`plot_shift_curves`, :func:`plot_holdout`, :func:`summarise_drops`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,22 +26,22 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mammoclip_kit.config import StageConfig
 from mammoclip_kit.data.shifts import SHIFTS, ShiftTransform
-from mammoclip_kit.eval.probe import (
-    EncoderSpec,
-    LinearProbeCfg,
-    cached_features,
+from mammoclip_kit.eval.encoders import EncoderSpec
+from mammoclip_kit.eval.features import cached_features, model_fingerprint
+from mammoclip_kit.eval.linear_probe import LinearProbeConfig, fit_linear_probe
+from mammoclip_kit.eval.tasks import (
+    breast_ids_of,
     evaluate_predictions,
-    fit_linear_probe,
     get_task,
-    model_fingerprint,
     split_for_task,
     subsample_by_patient,
     task_labels,
 )
 
-__all__ = ["RobustnessCfg", "robustness_cfg_from_settings", "run_shift_grid", "run_group_holdout", "attach_groups", "plot_shift_curves",
-           "plot_holdout", "summarise_drops", "ROBUSTNESS_COLUMNS"]
+__all__ = ["ROBUSTNESS_COLUMNS", "RobustnessConfig", "attach_groups", "main", "plot_holdout", "plot_shift_curves",
+           "run_group_holdout", "run_shift_grid", "summarise_drops"]
 
 #: Columns of the tidy robustness table.
 ROBUSTNESS_COLUMNS = ("encoder", "fingerprint", "experiment", "task", "metric", "shift", "severity", "parameter",
@@ -46,8 +49,14 @@ ROBUSTNESS_COLUMNS = ("encoder", "fingerprint", "experiment", "task", "metric", 
 
 
 @dataclass
-class RobustnessCfg:
-    """What to shift, how hard, and how to score it."""
+class RobustnessConfig(StageConfig):
+    """What to shift, how hard, and how to score it (a profile's ``robustness`` section; ``linear_probe:`` gives
+    :attr:`probe`; ``encoders`` and ``holdout`` are read by notebook 08 and :func:`main`). The notebook parameters
+    ``seed`` and ``batch_size`` override the profile."""
+
+    SECTION = "robustness"
+    PARAMETERS = {"seed": "seed", "batch_size": "batch_size"}
+    IGNORED = frozenset({"encoders", "holdout"})
 
     tasks: list[str] = field(default_factory=lambda: ["mass", "density"])
     shifts: dict[str, list[int]] = field(default_factory=lambda: {name: list(range(1, spec.max_severity + 1))
@@ -55,11 +64,29 @@ class RobustnessCfg:
     seed: int = 0  # seed of the noise shifts, the test subset and the bootstrap
     n_boot: int = 500
     max_test_patients: int | None = None  # stratified patient subset of the test split (None = all)
-    probe: LinearProbeCfg = field(default_factory=LinearProbeCfg)
-    image_size: tuple[int, int] | None = None
+    probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+    image_size: tuple[int, int] | None = None  # encoder input (H, W); None = each encoder's own input size
     batch_size: int = 16
     rsna_test_fold: int = 0
     rsna_train_folds: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_size is not None:
+            self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        self.shifts = {str(k): [int(v) for v in levels] for k, levels in dict(self.shifts).items()}
+        unknown = [name for name in self.shifts if name not in SHIFTS]
+        if unknown:
+            raise ValueError(f"robustness shifts: unknown shift(s) {unknown} (known: {', '.join(SHIFTS)})")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None, where: str | None = None) -> RobustnessConfig:
+        """A ``robustness`` section → config (``linear_probe:`` becomes :attr:`probe`)."""
+        values = dict(values or {})
+        probe = values.pop("linear_probe", None)
+        config = super().from_dict(values, where=where)
+        if probe is not None:
+            config.probe = LinearProbeConfig.from_dict(probe, where=f"{where or cls._where()}.linear_probe")
+        return config
 
 
 def attach_groups(table: pd.DataFrame, truth: pd.DataFrame, column: str = "vendor", dataset: str | None = None,
@@ -94,7 +121,7 @@ def _rows(encoder: str, fingerprint: str, experiment: str, task: Any, metrics: d
     return out
 
 
-def run_shift_grid(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], cfg: RobustnessCfg, *,
+def run_shift_grid(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], cfg: RobustnessConfig, *,
                    root: str | Path, cache_dir: str | Path, csv_path: str | Path | None = None, device: Any = None,
                    num_workers: int = 0, retrain: bool = False, progress: bool = True) -> pd.DataFrame:
     """Encoders × tasks × shifts × severities, with probes trained on clean data → tidy DataFrame (and CSV).
@@ -108,9 +135,6 @@ def run_shift_grid(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFra
 
     device = torch.device(device) if device is not None else torch.device("cpu")
     tasks = [get_task(t) for t in cfg.tasks]
-    for name in cfg.shifts:
-        if name not in SHIFTS:
-            raise ValueError(f"RobustnessCfg.shifts: unknown shift {name!r} (known: {', '.join(SHIFTS)})")
     missing = sorted({t.table for t in tasks} - set(tables))
     if missing:
         print(f"note: no {', '.join(missing)} table; skipping tasks {[t.name for t in tasks if t.table in missing]}")
@@ -147,10 +171,7 @@ def run_shift_grid(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFra
                     table_tasks.remove(task)
                     continue
                 labels = task_labels(test_df, task)
-                breast_ids = None
-                if task.level == "breast":
-                    breast_ids = (test_df["breast_id"] if "breast_id" in test_df else test_df["patient_id"].astype(str)
-                                  + "_" + test_df["laterality"].astype(str)).tolist()
+                breast_ids = breast_ids_of(test_df) if task.level == "breast" else None
                 info = (labels, test_df["patient_id"].tolist(), breast_ids)
                 scores = probe.predict_scores(clean.features[position[test_df.index].to_numpy()])
                 metrics = evaluate_predictions(task, labels, scores, patient_ids=info[1], breast_ids=info[2],
@@ -189,7 +210,7 @@ def run_shift_grid(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFra
 
 
 def run_group_holdout(encoders: Sequence[EncoderSpec], table: pd.DataFrame, table_name: str, group_col: str,
-                      cfg: RobustnessCfg, *, root: str | Path, cache_dir: str | Path, csv_path: str | Path | None = None,
+                      cfg: RobustnessConfig, *, root: str | Path, cache_dir: str | Path, csv_path: str | Path | None = None,
                       device: Any = None, num_workers: int = 0, retrain: bool = False,
                       progress: bool = True) -> pd.DataFrame:
     """Leave-one-group-out: for each value ``g`` of ``group_col`` (vendor, site_id, machine_id), train the probe on the
@@ -226,10 +247,7 @@ def run_group_holdout(encoders: Sequence[EncoderSpec], table: pd.DataFrame, tabl
                 if held_test.empty or others.empty:
                     continue
                 labels = task_labels(held_test, task)
-                breast_ids = None
-                if task.level == "breast":
-                    breast_ids = (held_test["breast_id"] if "breast_id" in held_test else held_test["patient_id"]
-                                  .astype(str) + "_" + held_test["laterality"].astype(str)).tolist()
+                breast_ids = breast_ids_of(held_test) if task.level == "breast" else None
                 test_features = features[position[held_test.index].to_numpy()]
                 kwargs = dict(patient_ids=held_test["patient_id"].tolist(), breast_ids=breast_ids, n_boot=cfg.n_boot,
                               seed=cfg.seed)
@@ -328,24 +346,6 @@ def plot_holdout(results: pd.DataFrame, task: str, metric: str, path: str | Path
     return _finish_figure(fig, axes, task, metric, path)
 
 
-def robustness_cfg_from_settings(section: dict[str, Any]) -> RobustnessCfg:
-    """A :class:`RobustnessCfg` from a profile's ``robustness`` section (``encoders`` and ``holdout`` are read by the
-    notebook; unknown keys are rejected)."""
-    section = dict(section)
-    for key in ("encoders", "holdout"):
-        section.pop(key, None)
-    probe = LinearProbeCfg(**(section.pop("linear_probe", {}) or {}))
-    if section.get("image_size") is not None:
-        section["image_size"] = tuple(section["image_size"])
-    if "shifts" in section:
-        section["shifts"] = {str(k): [int(s) for s in v] for k, v in dict(section["shifts"]).items()}
-    unknown = sorted(set(section) - set(RobustnessCfg.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"robustness settings: unknown key(s) {unknown}; known: "
-                         f"{sorted(RobustnessCfg.__dataclass_fields__)}")
-    return RobustnessCfg(probe=probe, **section)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mammoclip_kit.eval.robustness --profile paper --data-root DATA --checkpoint b5.tar ...``
 
@@ -353,19 +353,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``<output>/sweeps/`` and figures under ``<output>/figures/``.
     """
     from mammoclip_kit.env import seed_everything
-    from mammoclip_kit.eval.probe import _context_from_args, encoder_specs, load_task_tables
+    from mammoclip_kit.eval.encoders import create_encoders
+    from mammoclip_kit.eval.sweep import context_from_args
+    from mammoclip_kit.eval.tasks import load_task_tables
 
-    ctx, _ = _context_from_args(argv, "Robustness: probes trained on clean data, evaluated under shifts / hold-outs.")
+    ctx, _ = context_from_args(argv, "Robustness: probes trained on clean data, evaluated under shifts / hold-outs.")
     seed_everything(ctx.seed)
     settings, efficiency = ctx.section("robustness"), ctx.section("data_efficiency")
-    cfg = robustness_cfg_from_settings(settings)
-    cfg.seed = ctx.seed
+    cfg = RobustnessConfig.from_context(ctx)
     workers = int(ctx.param("num_workers", default=0) or 0)
     tables = load_task_tables(ctx, cfg.tasks, efficiency.get("max_train_patients"), seed=ctx.seed,
                               test_fold=cfg.rsna_test_fold, train_folds=cfg.rsna_train_folds)
-    encoders = encoder_specs(ctx, settings.get("encoders", ["random", "mammoclip"]),
-                             random_preset=efficiency.get("random_preset"),
-                             imagenet_weights=efficiency.get("imagenet_weights"))
+    encoders = create_encoders(ctx, settings.get("encoders", ["random", "mammoclip"]),
+                               random_preset=efficiency.get("random_preset"),
+                               imagenet_weights=efficiency.get("imagenet_weights"))
     results = run_shift_grid(encoders, tables, cfg, root=ctx.output_dir, cache_dir=ctx.cache_dir,
                              csv_path=ctx.output_dir / "sweeps" / "robustness_shifts.csv", device=ctx.device,
                              num_workers=workers, retrain=ctx.retrain)

@@ -1,4 +1,4 @@
-"""The paper's zero-shot evaluation (reference-spec §4.1) with confidence intervals.
+"""The paper's zero-shot evaluation with confidence intervals.
 
 Tasks, as in the paper:
 
@@ -24,15 +24,19 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from mammoclip_kit.config import StageConfig
 from mammoclip_kit.eval import metrics as M
+
+if TYPE_CHECKING:
+    from mammoclip_kit.context import RunContext
 
 __all__ = [
     "RSNA_TASKS",
@@ -44,6 +48,8 @@ __all__ = [
     "evaluate_rsna",
     "evaluate_vindr",
     "evaluate_retrieval",
+    "eval_tables",
+    "load_eval_model",
     "load_prompt_sets",
     "project_2d",
     "retrieval_pairs",
@@ -59,30 +65,30 @@ DENSITY_CLASSES = ("A", "B", "C", "D")
 
 
 @dataclass
-class ZeroShotConfig:
-    """Settings of one zero-shot evaluation (the ``zero_shot`` section of a profile fills them)."""
+class ZeroShotConfig(StageConfig):
+    """Settings of one zero-shot evaluation (a profile's ``zero_shot`` section; the notebook parameters ``batch_size``
+    and ``seed`` override it). ``n_boot_compare``, ``retrieval_folds`` and ``retrieval_ks`` of the section are read by
+    notebook 05."""
 
-    prompts: str = "kit"  # "kit" (ensembles of data.text.PROMPTS) or "paper" (the reference's single prompts)
+    SECTION = "zero_shot"
+    PARAMETERS = {"batch_size": "batch_size", "seed": "seed"}
+    IGNORED = frozenset({"n_boot_compare", "retrieval_folds", "retrieval_ks"})
+
+    prompts: str = "kit"  # "kit" (ensembles of data.text.PROMPTS) or "paper" (the paper's single prompts)
     scoring: str = "ensemble"  # "ensemble" (logit scale) or "reference" (raw cosine softmax, first prompt)
     vindr_split: str = "test"  # VinDr rows evaluated (split column)
-    rsna_fold: int | None = 0  # RSNA fold evaluated (the reference used fold 0); None = all rows
+    rsna_fold: int | None = 0  # RSNA fold evaluated (the paper's code used fold 0); None = all rows
     n_boot: int = 1000  # bootstrap replicates per metric
     alpha: float = 0.05  # 1 - confidence level
     batch_size: int = 16  # images per embedding batch
     max_images: int | None = None  # cap per dataset (first rows after selection), for quick runs
     seed: int = 0  # bootstrap seed
 
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any] | None, **overrides: Any) -> ZeroShotConfig:
-        """Build from a profile section; unknown keys are ignored (other cells of the section use them)."""
-        values = {k: v for k, v in dict(settings or {}).items() if k in cls.__dataclass_fields__}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        config = cls(**values)
-        if config.prompts not in ("kit", "paper"):
-            raise ValueError(f"zero_shot.prompts must be 'kit' or 'paper', got {config.prompts!r}")
-        if config.scoring not in ("ensemble", "reference"):
-            raise ValueError(f"zero_shot.scoring must be 'ensemble' or 'reference', got {config.scoring!r}")
-        return config
+    def __post_init__(self) -> None:
+        if self.prompts not in ("kit", "paper"):
+            raise ValueError(f"zero_shot.prompts must be 'kit' or 'paper', got {self.prompts!r}")
+        if self.scoring not in ("ensemble", "reference"):
+            raise ValueError(f"zero_shot.scoring must be 'ensemble' or 'reference', got {self.scoring!r}")
 
 
 @dataclass
@@ -250,7 +256,7 @@ def _limit(table: pd.DataFrame, max_images: int | None) -> pd.DataFrame:
     return table if max_images is None else table.iloc[: int(max_images)]
 
 
-def eval_tables(ctx: Any, config: ZeroShotConfig | None = None, datasets: Sequence[str] = ("vindr", "rsna"),
+def eval_tables(ctx: RunContext, config: ZeroShotConfig | None = None, datasets: Sequence[str] = ("vindr", "rsna"),
                 build_tables: bool = True) -> dict[str, pd.DataFrame]:
     """The evaluation rows of each dataset whose table exists: VinDr ``split == config.vindr_split``, RSNA
     ``fold == config.rsna_fold`` (capped at ``config.max_images``), index reset.
@@ -260,7 +266,7 @@ def eval_tables(ctx: Any, config: ZeroShotConfig | None = None, datasets: Sequen
     """
     from mammoclip_kit.data.records import ensure_tables, read_table
 
-    config = config or ZeroShotConfig.from_settings(ctx.section("zero_shot"), seed=ctx.seed)
+    config = config or ZeroShotConfig.from_context(ctx)
     if build_tables:
         ensure_tables(ctx)
     out: dict[str, pd.DataFrame] = {}
@@ -279,7 +285,7 @@ def eval_tables(ctx: Any, config: ZeroShotConfig | None = None, datasets: Sequen
     return out
 
 
-def run_zero_shot(ctx: Any, model: Any, config: ZeroShotConfig | None = None,
+def run_zero_shot(ctx: RunContext, model: Any, config: ZeroShotConfig | None = None,
                   datasets: Sequence[str] = ("vindr", "rsna"), progress: bool = True,
                   build_tables: bool = True, prompts: Mapping[str, Any] | None = None) -> ZeroShotResult:
     """The full evaluation on the built tables of ``ctx`` (see :func:`eval_tables`).
@@ -287,16 +293,16 @@ def run_zero_shot(ctx: Any, model: Any, config: ZeroShotConfig | None = None,
     ``prompts`` overrides the prompt set named by ``config.prompts``. Returns a :class:`ZeroShotResult`; the caller
     decides where the metrics go (``ctx.write_metrics``). Raises when none of ``datasets`` has a table.
     """
-    config = config or ZeroShotConfig.from_settings(ctx.section("zero_shot"), seed=ctx.seed)
+    config = config or ZeroShotConfig.from_context(ctx)
     prompts = dict(prompts) if prompts is not None else load_prompt_sets(config.prompts)
     tables = eval_tables(ctx, config, datasets, build_tables)
     if not tables:
         raise FileNotFoundError(f"{ctx.tables_dir}: none of the tables {[f'{d}_images.csv' for d in datasets]} exist; "
                                 "data_root needs vindr/ and/or rsna/ (see README 'Real data')")
     result = ZeroShotResult(metrics={"prompts": config.prompts, "scoring": config.scoring, "n_boot": config.n_boot})
-    batch_size = int(ctx.param("batch_size", default=None) or config.batch_size)
     for name, table in tables.items():
-        emb = embed_table(table, model, ctx.output_dir, batch_size=batch_size, device=ctx.device, progress=progress)
+        emb = embed_table(table, model, ctx.output_dir, batch_size=config.batch_size, device=ctx.device,
+                          progress=progress)
         evaluate = evaluate_vindr if name == "vindr" else evaluate_rsna
         metrics, predictions = evaluate(table, model, emb, prompts, config)
         result.metrics.update(metrics)
@@ -305,18 +311,19 @@ def run_zero_shot(ctx: Any, model: Any, config: ZeroShotConfig | None = None,
     return result
 
 
-def load_eval_model(ctx: Any) -> tuple[Any, str]:
+def load_eval_model(ctx: RunContext) -> tuple[Any, str]:
     """The model a notebook or CLI evaluates, and a one-line description of it.
 
-    ``checkpoint`` (+ ``text_encoder``) when the user gave one (a kit folder or a released ``.tar``); else the
-    classroom-trained model of this profile (:func:`mammoclip_kit.train.ensure_pretrained`, trained when missing).
-    The paper profile has no classroom model: it needs ``checkpoint``.
+    ``checkpoint`` (+ ``text_encoder``) when the user gave one (a kit folder or a released ``.tar``, loaded with
+    :func:`mammoclip_kit.models.loader.load_model`); else the classroom-trained model of this profile
+    (:func:`mammoclip_kit.train.ensure_pretrained`, trained when missing). The paper profile has no classroom model: it
+    needs ``checkpoint``.
     """
-    from mammoclip_kit.predict import load_model
+    from mammoclip_kit.models.loader import load_model
 
     checkpoint = ctx.params.get("checkpoint")
     if checkpoint:
-        model = load_model(checkpoint, ctx.params.get("text_encoder"), ctx.device)
+        model = load_model(checkpoint, text_encoder=ctx.params.get("text_encoder"), device=ctx.device)
         return model, f"{Path(checkpoint).name} (given checkpoint)"
     if ctx.profile == "paper":
         raise ValueError("the paper profile evaluates a released or trained checkpoint: pass checkpoint= "
@@ -324,7 +331,7 @@ def load_eval_model(ctx: Any) -> tuple[Any, str]:
     from mammoclip_kit.train import ensure_pretrained
 
     folder = ensure_pretrained(ctx, "mammoclip")
-    return load_model(folder, None, ctx.device), f"kit {ctx.profile} model '{Path(folder).name}'"
+    return load_model(folder, device=ctx.device), f"kit {ctx.profile} model '{Path(folder).name}'"
 
 
 def retrieval_pairs(table: pd.DataFrame, folds: Sequence[int] | None = None,
@@ -412,10 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        checkpoint=args.checkpoint, text_encoder=args.text_encoder, device=args.device)
     model, description = load_eval_model(ctx)
     print(f"evaluating {description}")
-    config = ZeroShotConfig.from_settings(ctx.section("zero_shot"), seed=ctx.seed, prompts=args.prompts,
-                                          scoring=args.scoring, n_boot=args.n_boot)
+    config = ZeroShotConfig.from_context(ctx, prompts=args.prompts, scoring=args.scoring, n_boot=args.n_boot)
     result = run_zero_shot(ctx, model, config, datasets=args.datasets)
-    result.metrics["config"] = asdict(config)
+    result.metrics["config"] = config.to_dict()
     result.metrics["model"] = description
     path = ctx.write_metrics(result.metrics)
     print(json.dumps({k: v for k, v in result.metrics.items() if k != "config"}, indent=2, default=str))

@@ -5,7 +5,7 @@ evaluation were never published, so the kit completes the method from the paper'
 
 ========================  ==============================================================================================
 ``factor.data``           attributes, their report sentences and text embeddings; the images, labels and boxes
-``factor.features``       the frozen tower's last feature maps (cached, eval mode), shift-and-stitch, ``eval_mode``
+``factor.features``       the frozen tower's last feature maps (cached, eval mode), shift-and-stitch
 ``factor.mapper``         :class:`FactorConfig`, the per-attribute :class:`AttributeMapper`, its loss and training
 ``factor.heatmaps``       FActOR heatmaps from the best-aligned channels, and the Grad-CAM baseline
 ``factor.localization``   heatmap → boxes in original pixels; mAP at IoU 0.25 / 0.5 and the pointing game
@@ -51,7 +51,7 @@ from mammoclip_kit.factor.data import (
     image_labels,
     stack_attributes,
 )
-from mammoclip_kit.factor.features import eval_mode, feature_maps, stitched_features
+from mammoclip_kit.factor.features import feature_maps, stitched_features
 from mammoclip_kit.factor.figures import heatmap_viewer, show_heatmap, widgets_available
 from mammoclip_kit.factor.heatmaps import factor_heatmaps, gradcam_heatmaps
 from mammoclip_kit.factor.localization import (
@@ -76,7 +76,7 @@ __all__ = [
     "FactorConfig", "FactorData", "FeatureGrid", "LocalizationResult", "MapperHistory", "alignment_agreement",
     "attribute_embeddings", "attribute_sentences", "attribute_text_sets", "box_oracle_heatmaps",
     "box_supervised_weights", "boxes_for", "ceiling_metrics", "chance_pointing", "channel_alignment",
-    "channel_hit_rates", "eval_mode", "evaluate_localization", "factor_data", "factor_heatmaps", "factor_loss",
+    "channel_hit_rates", "evaluate_localization", "factor_data", "factor_heatmaps", "factor_loss",
     "feature_maps", "gradcam_heatmaps", "heatmap_to_boxes", "heatmap_viewer", "image_labels", "localisation_table",
     "localize", "show_heatmap", "stack_attributes", "stitched_features", "tissue_mask", "train_mapper", "upsample",
     "widgets_available",

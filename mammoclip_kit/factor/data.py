@@ -156,7 +156,7 @@ def factor_data(ctx: RunContext, config: FactorConfig, ensure: bool = True) -> F
     choice of the authors' released code) or all of them (``"all"``) are divided by patient into train and validation
     (``config.val_fraction``, seeded by ``ctx.seed``). Test images with ≥ 1 box of an attribute are the evaluation set.
     """
-    from mammoclip_kit.eval._detection_data import split_train_val
+    from mammoclip_kit.eval.tasks import split_train_val
 
     if ensure:
         from mammoclip_kit.data.records import ensure_tables

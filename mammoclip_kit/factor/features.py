@@ -11,8 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from mammoclip_kit.artifacts import atomic_write_bytes, ensure
-
-
-@contextmanager
-def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Run ``module`` in eval mode inside the block; its previous train / eval state is restored afterwards, also
-    when the block raises."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
 
 
 def stitched_features(encoder: torch.nn.Module, inputs: torch.Tensor, stitch: int = 1) -> torch.Tensor:
@@ -74,7 +61,7 @@ def stitched_features(encoder: torch.nn.Module, inputs: torch.Tensor, stitch: in
 def _cache_params(encoder: torch.nn.Module, paths: Sequence[Path], image_size: tuple[int, int] | None,
                   stitch: int) -> dict[str, Any]:
     """What a feature-map cache depends on: the tower's weights, the input size, the stitch factor and the images."""
-    from mammoclip_kit.eval.probe import model_fingerprint
+    from mammoclip_kit.eval.features import model_fingerprint
 
     return {"encoder": model_fingerprint(encoder), "image_size": list(image_size) if image_size else None,
             "stitch": int(stitch), "n_images": len(paths),
@@ -84,26 +71,19 @@ def _cache_params(encoder: torch.nn.Module, paths: Sequence[Path], image_size: t
 def _compute_maps(encoder: torch.nn.Module, paths: Sequence[Path], image_size: tuple[int, int] | None,
                   batch_size: int, device: torch.device, stitch: int,
                   progress: bool) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    from mammoclip_kit.data.transforms import load_image, resize_to, to_model_input
+    """The kit's one image loop (:func:`mammoclip_kit.inference.image_features`) with the stitched forward pass."""
+    from PIL import Image
 
-    out, sizes = [], []
-    batches: Any = range(0, len(paths), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
+    from mammoclip_kit.inference import image_features
 
-        batches = tqdm(batches, desc="feature maps" if stitch == 1 else f"feature maps (stitch {stitch})",
-                       unit="batch")
-    with eval_mode(encoder), torch.inference_mode():
-        for start in batches:
-            inputs = []
-            for path in paths[start:start + batch_size]:
-                image = load_image(path)
-                sizes.append(tuple(int(v) for v in image.shape[:2]))
-                if image_size is not None:
-                    image = resize_to(image, *image_size)
-                inputs.append(to_model_input(image))
-            out.append(stitched_features(encoder, torch.stack(inputs).to(device), stitch).float().cpu())
-    return (torch.cat(out) if out else torch.zeros(0)), sizes
+    sizes = []
+    for path in paths:
+        with Image.open(path) as image:  # the header is enough: (width, height) of the PNG frame of the boxes
+            sizes.append((int(image.height), int(image.width)))
+    maps = image_features(encoder, paths, size=image_size, forward=lambda x: stitched_features(encoder, x, stitch),
+                          batch_size=batch_size, device=device, progress=progress,
+                          desc="feature maps" if stitch == 1 else f"feature maps (stitch {stitch})")
+    return maps, sizes
 
 
 def feature_maps(encoder: torch.nn.Module, paths: Sequence[str | Path], *, image_size: tuple[int, int] | None = None,

@@ -1,1 +1,1 @@
-"""Model towers, the MammoClip model, presets and released-checkpoint loading."""
+"""Model towers, the MammoClip model, presets, released-checkpoint loading and the one loader (:mod:`.loader`)."""

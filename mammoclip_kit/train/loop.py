@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from mammoclip_kit.data.datasets import PairCollate
+from mammoclip_kit.inference import eval_mode
 from mammoclip_kit.losses import LossConfig, create_loss
 from mammoclip_kit.train.checkpoint import load_state, save_state
 from mammoclip_kit.train.config import PretrainConfig
@@ -215,10 +216,8 @@ class TrainResult:
 def validate(module: nn.Module, loss_fn: nn.Module, loaders: dict[str, DataLoader], tokenize: Any,
              device: torch.device, dtype: torch.dtype | None, channels_last: bool) -> dict[str, float]:
     """Mean validation loss per source (batches of one sample are skipped) and their average ``val_loss``."""
-    was_training = module.training
-    module.eval()
     out: dict[str, float] = {}
-    try:
+    with eval_mode(module):
         for name, loader in loaders.items():
             total, count = 0.0, 0
             for batch in loader:
@@ -236,8 +235,6 @@ def validate(module: nn.Module, loss_fn: nn.Module, loaders: dict[str, DataLoade
         losses = [v for v in out.values() if math.isfinite(v)]
         out["val_loss"] = sum(losses) / len(losses) if losses else float("nan")
         return out
-    finally:
-        module.train(was_training)
 
 
 def _tokens(batch: dict[str, Any], tokenize: Any, module: nn.Module) -> dict[str, Any]:
@@ -468,12 +465,8 @@ def _end_of_epoch(cfg: PretrainConfig, module: ContrastiveModule, model: nn.Modu
     every = cfg.monitor_every_epochs
     due = last or (improved and cfg.monitor_on_improve) or (every and (epoch + 1) % every == 0)
     if main and monitor is not None and due:
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             row.update(monitor(model, device, cfg.channels_last))
-        finally:
-            model.train(was_training)
     train_rows = _read_rows(logs.paths["train"]) if main else []
     epoch_losses = [float(r["loss"]) for r in train_rows if epoch < float(r["epoch"]) <= epoch + 1]
     row["train_loss"] = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")

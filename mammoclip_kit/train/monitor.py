@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mammoclip_kit.data.transforms import load_image, resize_to, to_model_input
+from mammoclip_kit.inference import eval_mode
 
 __all__ = ["HeldOutMonitor", "binary_auc", "retrieval_recall", "encode_texts", "encode_images", "similarity_matrix"]
 
@@ -113,9 +114,7 @@ class HeldOutMonitor:
 
     @torch.no_grad()
     def __call__(self, model: Any, device: torch.device, channels_last: bool = False) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             out: dict[str, float] = {}
             if self.zs_arrays and self.prompts is not None:
                 img = encode_images(model, self.zs_arrays, device, channels_last=channels_last)
@@ -136,8 +135,6 @@ class HeldOutMonitor:
                 out.update({f"retrieval_{k}": v for k, v in retrieval_recall(img, self.ret_texts, emb,
                                                                               self.ks).items()})
             return out
-        finally:
-            model.train(was_training)
 
 
 @torch.no_grad()
@@ -146,11 +143,7 @@ def similarity_matrix(model: Any, images: Sequence[str | Path], texts: Sequence[
     """Cosine similarity of each image (rows) with each text (columns), model in eval mode for the call."""
     size = tuple(image_size or model.config.image_size)
     arrays = [resize_to(load_image(p), int(size[0]), int(size[1])) for p in images]
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         img = encode_images(model, arrays, device)
         txt = encode_texts(model, list(texts), device)
-    finally:
-        model.train(was_training)
     return (img @ txt.T).numpy()

@@ -11,15 +11,17 @@ import pytest
 import torch
 from torch import nn
 
+from mammoclip_kit.context import make_context
 from mammoclip_kit.eval.detection import (
     BoxAugment,
     DetectionDataset,
+    DetectionTrainConfig,
     DetectorConfig,
     FocalClassificationHead,
     PaperAnchorGenerator,
-    TrainConfig,
     coco_map,
     create_detector,
+    ensure_detector,
     evaluate_detector,
     load_detector,
     select_finding_images,
@@ -194,7 +196,7 @@ def test_retinanet_trains_and_loss_decreases(tiny_tables, tmp_path):
     root, images, boxes = tiny_tables
     data = DetectionDataset(images, boxes, root, "Mass")
     model = create_detector(TinyTower(), DetectorConfig(fpn_channels=16, anchor_scale=0.75))
-    config = TrainConfig(epochs=12, batch_size=4, lr=3e-3, grad_clip=1.0, seed=0)
+    config = DetectionTrainConfig(epochs=12, batch_size=4, lr=3e-3, grad_clip=1.0, seed=0)
     history = train_detector(model, data, data, config, device="cpu", progress=False, log=None,
                              out_dir=tmp_path / "det")
     assert history.steps == 12 and model.backbone.memo_hits >= 4 * 11  # the frozen encoder ran once per image
@@ -211,6 +213,29 @@ def test_retinanet_trains_and_loss_decreases(tiny_tables, tmp_path):
         assert np.allclose(s1, s2, atol=1e-5)
 
 
+def test_trained_detector_is_reused_only_with_the_same_settings(tiny_tables, tmp_path, capsys):
+    root, images, boxes = tiny_tables
+    ctx = make_context(None, profile="smoke", output_dir=str(tmp_path / "run"), device="cpu")
+    data = DetectionDataset(images, boxes, root, "Mass")
+    config = DetectorConfig(fpn_channels=16, anchor_scale=0.75)
+
+    def tower() -> TinyTower:
+        torch.manual_seed(0)
+        return TinyTower()
+
+    train = DetectionTrainConfig(epochs=1, batch_size=4, max_steps=1)
+    first, history = ensure_detector(ctx, "t", tower(), config, train, (data, data, data), progress=False)
+    record = ctx.checkpoint_dir("detector-t") / "params.json"
+    assert record.is_file() and history.steps == 1 and "loaded" not in capsys.readouterr().out
+    again, _ = ensure_detector(ctx, "t", tower(), config, train, (data, data, data), progress=False)
+    assert "detector-t: loaded" in capsys.readouterr().out
+    a, b = first.state_dict(), again.state_dict()
+    assert all(torch.equal(a[k], b[k].to(a[k].device)) for k in a)
+    changed = DetectionTrainConfig(epochs=1, batch_size=4, max_steps=1, lr=5e-4)
+    ensure_detector(ctx, "t", tower(), config, changed, (data, data, data), progress=False)
+    assert "loaded" not in capsys.readouterr().out  # other settings: trained again
+
+
 def test_training_is_seeded(tiny_tables):
     root, images, boxes = tiny_tables
     runs = []
@@ -218,7 +243,7 @@ def test_training_is_seeded(tiny_tables):
         torch.manual_seed(1)
         data = DetectionDataset(images, boxes, root, "Mass", augment=BoxAugment(), seed=3)
         model = create_detector(TinyTower(), DetectorConfig(fpn_channels=16, anchor_scale=0.75))
-        config = TrainConfig(epochs=2, batch_size=4, seed=3)
+        config = DetectionTrainConfig(epochs=2, batch_size=4, seed=3)
         runs.append(train_detector(model, data, None, config, device="cpu", progress=False, log=None).losses)
     assert runs[0] == runs[1]
 

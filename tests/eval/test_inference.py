@@ -15,6 +15,7 @@ from _zs_standins import LookupModel, TinyClip
 from mammoclip_kit import inference
 from mammoclip_kit.data.transforms import resize_to
 from mammoclip_kit.eval import metrics
+from mammoclip_kit.models.loader import load_model
 
 # ------------------------------------------------------------------------------------------------- scoring math
 
@@ -187,7 +188,7 @@ def test_predict_cli_on_a_smoke_checkpoint(tmp_path, smoke_checkpoint, capsys):
     assert predict.main([*argv, "--json", "--scoring", "reference"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert [r["image"] for r in records] == [str(dcm), str(png)]
-    model = predict.load_model(smoke_checkpoint)
+    model = load_model(smoke_checkpoint)
     expected = inference.zero_shot([dcm, png], model, {"mass": ("no mass", "mass")}, scoring="reference",
                                    progress=False)
     np.testing.assert_allclose([r["mass"] for r in records], expected["mass"], rtol=1e-5)
@@ -213,34 +214,22 @@ def test_predict_cli_errors_are_named(tmp_path, smoke_checkpoint, capsys):
     assert "gone.png" in capsys.readouterr().err
 
 
-def test_predict_loads_released_files_through_the_reference_loader(tmp_path, monkeypatch, capsys):
-    from mammoclip_kit import predict
-    from mammoclip_kit.models import reference
-
-    calls = []
-
-    class Report:
-        def summary(self) -> str:
-            return "coverage 100.0 %"
-
-    def fake_loader(path, text_encoder=None):
-        calls.append((path.name, text_encoder))
-        return TinyClip(), Report()
-
-    monkeypatch.setattr(reference, "load_reference_checkpoint", fake_loader)
-    released = tmp_path / "b2-model-best-epoch-10.tar"
-    released.write_bytes(b"")
-    model = predict.load_model(released, text_encoder="bert-folder")
-    assert isinstance(model, TinyClip) and not model.training
-    assert calls == [("b2-model-best-epoch-10.tar", "bert-folder")]
-    assert "coverage 100.0 %" in capsys.readouterr().err
-    other = tmp_path / "weights.bin"
-    other.write_bytes(b"")
-    with pytest.raises(ValueError, match="weights.bin"):
-        predict.load_model(other)
-
-
 def test_zero_shot_defaults_to_the_kit_prompt_sets():
     out = inference.zero_shot(torch.randn(3, 8), TinyClip())
     assert {"mass", "suspicious_calcification", "malignancy", "density_pred"} <= set(out.columns)
     assert list(out.index) == [0, 1, 2]
+
+
+def test_eval_mode_restores_the_previous_state_also_on_error():
+    module = torch.nn.BatchNorm1d(2)
+    with inference.eval_mode(module) as inside:
+        assert inside is module and not module.training
+    assert module.training
+    module.eval()
+    with inference.eval_mode(module):
+        pass
+    assert not module.training
+    module.train()
+    with pytest.raises(RuntimeError), inference.eval_mode(module):
+        raise RuntimeError("inside")
+    assert module.training

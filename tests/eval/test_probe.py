@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from _probe_fixtures import TinyEncoder, make_table
 
+from mammoclip_kit.context import make_context
+from mammoclip_kit.eval.encoders import EncoderSpec
+from mammoclip_kit.eval.features import cached_features, extract_features, model_fingerprint
+from mammoclip_kit.eval.finetune import FineTuneConfig, fine_tune
+from mammoclip_kit.eval.linear_probe import LinearProbeConfig, fit_linear_probe
 from mammoclip_kit.eval.metrics import density_metrics
-from mammoclip_kit.eval.probe import (
-    EncoderSpec,
-    FineTuneCfg,
-    LinearProbeCfg,
-    SweepCfg,
+from mammoclip_kit.eval.sweep import SweepConfig, paired_comparison, run_sweep, scores_csv_path, sweep_table
+from mammoclip_kit.eval.tasks import (
     _class_metrics,
-    cached_features,
     evaluate_predictions,
-    extract_features,
-    fine_tune,
-    fit_linear_probe,
-    model_fingerprint,
-    paired_comparison,
-    run_sweep,
-    scores_csv_path,
     split_for_task,
     subsample_by_patient,
-    sweep_table,
     task_labels,
 )
 
@@ -144,7 +139,7 @@ def test_linear_probe_learns_weighting_and_missing_classes(cohort) -> None:
     rng = np.random.default_rng(0)
     labels = np.array([0] * 30 + [1] * 6)
     features = rng.normal(size=(36, 5)) + labels[:, None] * 2.0
-    probe = fit_linear_probe(features, labels, "mass", LinearProbeCfg(C=1.0))
+    probe = fit_linear_probe(features, labels, "mass", LinearProbeConfig(C=1.0))
     weights = probe.pipeline[-1].class_weight
     assert weights == {0: 1.0, 1: 5.0}  # pos_weight = negatives / positives
     scores = probe.predict_scores(features)
@@ -164,7 +159,7 @@ def test_fine_tune_trains_a_copy_and_checkpoints(cohort, tmp_path) -> None:
     train, _ = split_for_task(table, "mass")
     encoder = TinyEncoder()
     before = _state(encoder)
-    cfg = FineTuneCfg(epochs=2, lr=1e-2, batch_size=8, augment=True, val_fraction=0.3, progress=False)
+    cfg = FineTuneConfig(epochs=2, lr=1e-2, batch_size=8, augment=True, val_fraction=0.3, progress=False)
     result = fine_tune(encoder, TinyEncoder.num_features, train, "mass", root=root, cfg=cfg, seed=0,
                        checkpoint_dir=tmp_path / "ft")
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items()), "the input encoder is untouched"
@@ -176,16 +171,16 @@ def test_fine_tune_trains_a_copy_and_checkpoints(cohort, tmp_path) -> None:
     again = fine_tune(encoder, TinyEncoder.num_features, train, "mass", root=root, cfg=cfg, seed=0)
     assert [h["loss"] for h in again.history] == pytest.approx([h["loss"] for h in result.history])
     dens = fine_tune(encoder, TinyEncoder.num_features, train, "density", root=root,
-                     cfg=FineTuneCfg(epochs=1, batch_size=16, augment=False, max_steps=1, progress=False))
+                     cfg=FineTuneConfig(epochs=1, batch_size=16, augment=False, max_steps=1, progress=False))
     assert dens.history[0]["steps"] == 1
 
 
-def test_sweep_writes_tidy_csv_and_resumes(cohort, tmp_path) -> None:
+def test_sweep_writes_tidy_csv_and_resumes(cohort, tmp_path, capsys) -> None:
     root, table = cohort
     encoders = {"a": TinyEncoder(0), "b": TinyEncoder(1)}
     specs = [EncoderSpec(name, lambda e=e: e) for name, e in encoders.items()]
-    cfg = SweepCfg(tasks=["mass", "density", "cancer"], fractions=[0.5, 1.0], shots=[2], seeds=[0],
-                   finetune=FineTuneCfg(epochs=1, batch_size=16, augment=False, max_steps=1, progress=False),
+    cfg = SweepConfig(tasks=["mass", "density", "cancer"], fractions=[0.5, 1.0], shots=[2], seeds=[0],
+                   finetune=FineTuneConfig(epochs=1, batch_size=16, augment=False, max_steps=1, progress=False),
                    finetune_encoders=["a"], finetune_fractions=[1.0], finetune_seeds=[0], finetune_tasks=["mass"],
                    n_boot=10, rsna_test_fold=3)
     csv = tmp_path / "sweeps" / "sweep.csv"  # a folder that does not exist yet
@@ -223,6 +218,29 @@ def test_sweep_writes_tidy_csv_and_resumes(cohort, tmp_path) -> None:
     assert len(pd.read_csv(scores_csv_path(csv))) == len(scores)
     table_view = sweep_table(first)
     assert "mass auc" in table_view.columns and len(table_view) == 2 * 3 + 1
+    # other settings (here the bootstrap) give other numbers: the old file is not resumed but replaced
+    capsys.readouterr()
+    fifth = run_sweep(specs, cfg=replace(cfg, n_boot=5), **kwargs)
+    assert "sweep.csv: settings changed (n_boot); starting a new sweep" in capsys.readouterr().out
+    assert len(fifth) == len(first) and pd.read_csv(csv).shape[0] == len(first)
+    assert fifth.attrs["timing"]["features_from_cache"] == 4  # the features do not depend on the bootstrap
+    assert not np.allclose(fifth["ci_low"].fillna(0), first["ci_low"].fillna(0))
+
+
+def test_sweep_config_from_the_profile_and_the_notebook_parameters(tmp_path) -> None:
+    ctx = make_context(None, profile="smoke", output_dir=str(tmp_path), device="cpu", batch_size=4, max_steps=2,
+                       num_workers=1)
+    cfg = SweepConfig.from_context(ctx)
+    section = ctx.section("data_efficiency")
+    assert cfg.tasks == section["tasks"] and cfg.probe.C == section["linear_probe"]["C"]
+    assert cfg.finetune_encoders == section["finetune"]["encoders"] and cfg.finetune_tasks == ["mass"]
+    assert cfg.batch_size == 4 and cfg.finetune.batch_size == 4  # the notebook parameter wins over the profile
+    assert cfg.finetune.max_steps == 2 and cfg.finetune.num_workers == 1 and cfg.finetune.lr == 3e-4
+    assert cfg.image_size is None  # every encoder at its own input size
+    with pytest.raises(ValueError, match=r"data_efficiency section.finetune: unknown setting\(s\) \['lr_decay'\]"):
+        SweepConfig.from_dict({"finetune": {"lr_decay": 0.5}})
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['fraction'\]"):
+        SweepConfig.from_dict({"fraction": [0.1]})
 
 
 def _paired_scores(test: pd.DataFrame, sides: dict[str, list[np.ndarray]]) -> pd.DataFrame:

@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 from _probe_fixtures import TinyEncoder, make_table
 
-from mammoclip_kit.eval.probe import EncoderSpec, LinearProbeCfg
+from mammoclip_kit.eval.encoders import EncoderSpec
+from mammoclip_kit.eval.linear_probe import LinearProbeConfig
 from mammoclip_kit.eval.robustness import (
     ROBUSTNESS_COLUMNS,
-    RobustnessCfg,
+    RobustnessConfig,
     attach_groups,
     run_group_holdout,
     run_shift_grid,
@@ -28,8 +29,8 @@ def test_shift_grid_writes_tidy_csv_and_reuses_cache(cohort, tmp_path) -> None:
     root, table = cohort
     encoders = {"a": TinyEncoder(0), "b": TinyEncoder(1)}
     specs = [EncoderSpec(n, lambda e=e: e) for n, e in encoders.items()]
-    cfg = RobustnessCfg(tasks=["mass", "density"], shifts={"monochrome1": [1], "gaussian_noise": [1, 3]}, n_boot=10,
-                        probe=LinearProbeCfg(C=1.0))
+    cfg = RobustnessConfig(tasks=["mass", "density"], shifts={"monochrome1": [1], "gaussian_noise": [1, 3]}, n_boot=10,
+                        probe=LinearProbeConfig(C=1.0))
     csv = tmp_path / "robustness.csv"
     kwargs = dict(tables={"vindr": table}, root=root, cache_dir=tmp_path / "cache", progress=False)
     result = run_shift_grid(specs, cfg=cfg, csv_path=csv, **kwargs)
@@ -58,8 +59,8 @@ def test_shift_grid_writes_tidy_csv_and_reuses_cache(cohort, tmp_path) -> None:
     drops = summarise_drops(result, metric="auc")
     assert set(drops["shift"]) == {"monochrome1", "gaussian_noise"}
     assert (drops[drops["shift"] == "gaussian_noise"]["severity"] == 3).all()
-    with pytest.raises(ValueError, match="unknown shift 'blur'"):
-        run_shift_grid(specs, cfg=RobustnessCfg(shifts={"blur": [1]}), **kwargs)
+    with pytest.raises(ValueError, match=r"unknown shift\(s\) \['blur'\]"):
+        run_shift_grid(specs, cfg=RobustnessConfig(shifts={"blur": [1]}), **kwargs)
 
 
 def test_group_holdout_and_attach_groups(cohort, tmp_path) -> None:
@@ -71,7 +72,7 @@ def test_group_holdout_and_attach_groups(cohort, tmp_path) -> None:
     with pytest.raises(ValueError, match="no 'vendor' for image 'I000_0'"):
         attach_groups(plain, truth[truth["image_id"] != "I000_0"], "vendor")
     spec = [EncoderSpec("a", lambda: TinyEncoder(0))]
-    cfg = RobustnessCfg(tasks=["density"], n_boot=10)
+    cfg = RobustnessConfig(tasks=["density"], n_boot=10)
     result = run_group_holdout(spec, with_vendor, "vindr", "vendor", cfg, root=root, cache_dir=tmp_path,
                                csv_path=tmp_path / "holdout.csv", progress=False)
     assert set(result["group"]) == {"A", "B", "C"}
@@ -83,3 +84,16 @@ def test_group_holdout_and_attach_groups(cohort, tmp_path) -> None:
         train_rows = ((with_vendor["split"] == "training") & (with_vendor["vendor"] != group)).sum()
         assert (held["n_train"] == train_rows).all()
     assert pd.read_csv(tmp_path / "holdout.csv").shape[0] == len(result)
+
+
+def test_config_from_the_profile_and_the_notebook_parameters(tmp_path) -> None:
+    from mammoclip_kit.context import make_context
+
+    ctx = make_context(None, profile="smoke", output_dir=str(tmp_path), device="cpu", seed=3, batch_size=4)
+    cfg = RobustnessConfig.from_context(ctx)
+    section = ctx.section("robustness")
+    assert cfg.seed == 3 and cfg.batch_size == 4 and cfg.probe.C == section["linear_probe"]["C"]
+    assert cfg.shifts == {name: list(levels) for name, levels in section["shifts"].items()}
+    assert cfg.image_size is None  # every encoder at its own input size
+    with pytest.raises(ValueError, match=r"robustness section: unknown setting\(s\) \['severity'\]"):
+        RobustnessConfig.from_dict({"severity": 3})

@@ -108,18 +108,3 @@ def test_feature_maps_cache_is_reused_rebuilt_on_change_and_on_retrain(tmp_path)
     assert tower.calls == 5
     with pytest.raises(FileNotFoundError, match="1 image file"):
         FA.feature_maps(tower, [*paths, tmp_path / "missing.png"], progress=False)
-
-
-def test_eval_mode_restores_the_previous_state_also_on_error():
-    module = torch.nn.BatchNorm1d(2)
-    with FA.eval_mode(module) as inside:
-        assert inside is module and not module.training
-    assert module.training
-    module.eval()
-    with FA.eval_mode(module):
-        pass
-    assert not module.training
-    module.train()
-    with pytest.raises(RuntimeError), FA.eval_mode(module):
-        raise RuntimeError("inside")
-    assert module.training
