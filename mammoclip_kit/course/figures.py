@@ -200,6 +200,16 @@ def _place_labels(ax: Any, request: dict[str, Any]) -> list[Any]:
     return artists
 
 
+def _shared_label(fig: Any, ax: Any, which: str) -> str:
+    """The label of another panel that shares this panel's x or y axis (``sharey=True`` labels only the first)."""
+    group = ax.get_shared_x_axes() if which == "x" else ax.get_shared_y_axes()
+    for other in fig.axes:
+        label = other.get_xlabel() if which == "x" else other.get_ylabel()
+        if other is not ax and label and group.joined(ax, other):
+            return f"{label} (shared)"
+    return ""
+
+
 def describe_figure(fig: Any) -> dict[str, Any]:
     """What a reader needs from a figure, read from its matplotlib objects: titles, axis labels, colour maps."""
     colorbar_axes = set()
@@ -216,8 +226,8 @@ def describe_figure(fig: Any) -> dict[str, Any]:
         images = [m for m in ax.images]
         entry = {
             "title": ax.get_title() or ax.get_title("left") or ax.get_title("right"),
-            "xlabel": ax.get_xlabel(),
-            "ylabel": ax.get_ylabel(),
+            "xlabel": ax.get_xlabel() or _shared_label(fig, ax, "x"),
+            "ylabel": ax.get_ylabel() or _shared_label(fig, ax, "y"),
             "axis_on": bool(ax.axison),
             "colormaps": sorted({_cmap_name(m.get_cmap()) for m in images if m.get_cmap() is not None
                                  and _cmap_name(m.get_cmap()) not in ("gray", "Greys_r", "binary_r")}),
