@@ -9,6 +9,8 @@ Rules (each finding names the notebook, the cell and the rule):
                      ``ALLOWED_STDERR`` (each allowed message says why)
 ``frozen-progress``  a progress bar whose static view is stuck at 0 % (a tqdm widget's text fallback, or a text bar
                      whose last state is 0 %)
+``truncated-table``  a pandas table whose cells pandas cut to "..." (``display.max_colwidth``), e.g.
+                     "DICOM decoding, VOI/windowing, breast crop, th..."
 ``exercises``        an exercise without an answer cell, or an answer cell that maps to no numbered exercise (and so
                      to no numbered "your turn" cell of the student copy, see ``course.student``)
 ``figure``           a figure saved through ``course.figures.finish`` without a title or axis labels, with a ``jet``
@@ -33,7 +35,8 @@ import nbformat
 from mammoclip_kit.course.figures import MANIFEST, figure_problems
 from mammoclip_kit.course.student import exercise_numbers
 
-RULES = ("traceback", "stderr-warning", "frozen-progress", "exercises", "figure", "figure-unrecorded")
+RULES = ("traceback", "stderr-warning", "frozen-progress", "truncated-table", "exercises", "figure",
+         "figure-unrecorded")
 
 #: stderr messages that are not the notebook's fault, with the reason; a regular expression each.
 ALLOWED_STDERR: dict[str, str] = {
@@ -47,6 +50,7 @@ _TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
 _BAR = re.compile(r"(?:^|[\s:])\s*(\d{1,3})%\|")
 _WIDGET = "application/vnd.jupyter.widget-view+json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CUT_CELL = re.compile(r"\w\.\.\.(?=\s|$)", re.M)  # "th..." — pandas' mark for a cell cut at max_colwidth
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,12 @@ def check_notebook(path: str | Path) -> list[Finding]:
             data = output.get("data", {})
             plain = data.get("text/plain", "")
             plain = "".join(plain) if isinstance(plain, list) else plain
+            html = data.get("text/html", "")
+            html = "".join(html) if isinstance(html, list) else html
+            if "dataframe" in html and _CUT_CELL.search(plain):
+                cut = _CUT_CELL.search(plain)
+                line = plain[plain.rfind("\n", 0, cut.start()) + 1:plain.find("\n", cut.end()) % (len(plain) + 1)]
+                add(index, "truncated-table", f"table cells cut to '...': {line.strip()[:120]!r}")
             if _WIDGET in data:
                 bar = _BAR.search(plain)
                 if bar and int(bar.group(1)) == 0:

@@ -57,6 +57,13 @@ def test_each_rule_fires(tmp_path):
             {"output_type": "stream", "name": "stderr",
              "text": "fit:   0%|   | 0/4\rfit:  50%|#  | 2/4\rfit: 100%|###| 4/4\n"},  # finished: fine
         ]),
+        ("code", "df", [], [
+            {"output_type": "execute_result", "execution_count": 1, "metadata": {},
+             "data": {"text/plain": "  notebook  what you learn\n0  00_welcome  what Mammo-CLIP is, the profiles, your environ...",
+                      "text/html": "<table class=\"dataframe\"></table>"}},
+            {"output_type": "execute_result", "execution_count": 1, "metadata": {},  # shortened on purpose: fine
+             "data": {"text/plain": "0  Standard CC and MLO views of both …", "text/html": "<table class=\"dataframe\">"}},
+        ]),
         ("code", "1/0", [], [{"output_type": "error", "ename": "ZeroDivisionError", "evalue": "division by zero",
                               "traceback": []}]),
         ("markdown", "## Summary\n\n## Exercises\n\n1. One.\n2. Two.\n3. Three.", [], []),
@@ -70,7 +77,8 @@ def test_each_rule_fires(tmp_path):
     assert len(by_rule["stderr-warning"]) == 1  # the TCP notice is allowed, the UserWarning is not
     assert "UserWarning" in by_rule["stderr-warning"][0].message
     assert len(by_rule["frozen-progress"]) == 2  # the stuck text bar and the widget; the finished bar is fine
-    assert [f.cell for f in by_rule["traceback"]] == [2]
+    assert [f.cell for f in by_rule["traceback"]] == [3]
+    assert [f.cell for f in by_rule["truncated-table"]] == [2]
     messages = sorted(f.message for f in by_rule["exercises"])
     assert messages == ["answer cell names exercise 7, which the notebook does not list",
                         "exercise 2 has no answer cell", "exercise 3 has no answer cell"]
