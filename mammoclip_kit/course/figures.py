@@ -263,25 +263,32 @@ def figure_problems(entry: dict[str, Any]) -> list[str]:
 def finish(fig: Any, title: str, path: Any = None, *, dpi: int = 120) -> dict[str, Any]:
     """Title the figure, lay it out so that nothing is clipped, save it to ``path`` and record it in the manifest.
 
-    The layout is matplotlib's constrained layout when the figure has no layout engine yet (one tight-layout pass when
-    it has colour bars; otherwise the engine it has), and the file is cropped to everything drawn (``bbox_inches="tight"``), so a long title is never cut. The manifest
-    ``figures.json`` in the folder of ``path`` maps each file name to ``describe_figure``'s record plus its
-    ``problems``. Returns that record.
+    The layout is matplotlib's constrained layout when the figure has no layout engine yet, or only the placeholder
+    an earlier ``fig.tight_layout()`` leaves (one tight-layout pass instead when it has colour bars; an engine the
+    figure chose is kept), and the file is cropped to everything drawn (``bbox_inches="tight"``), so a long title is
+    never cut nor drawn over the panels. The manifest ``figures.json`` in the folder of ``path`` maps each file name to
+    ``describe_figure``'s record plus its ``problems``. Returns that record.
     """
     import json
     import warnings
     from pathlib import Path
 
+    from matplotlib.layout_engine import PlaceHolderLayoutEngine
+
     fig.suptitle(title)
-    if fig.get_layout_engine() is None:
+    engine = fig.get_layout_engine()
+    # None, or the placeholder an earlier fig.tight_layout() leaves behind: that layout did not know the title
+    if engine is None or isinstance(engine, PlaceHolderLayoutEngine):
         has_colorbar = any(getattr(m, "colorbar", None) is not None
                            for ax in fig.axes for m in [*ax.images, *ax.collections])
-        if has_colorbar:  # colour bars made beside their axes: one tight-layout pass (constrained layout breaks them)
+        try:
+            if has_colorbar:  # colour bars made beside their axes: constrained layout would break them
+                raise RuntimeError
+            fig.set_layout_engine("constrained")
+        except RuntimeError:  # one tight-layout pass, which makes room for the title too
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 fig.tight_layout()
-        else:
-            fig.set_layout_engine("constrained")
     requests = [(ax, r) for ax in fig.axes for r in ax.__dict__.get("_kit_label_requests", [])]
     if requests:  # the layout is final now: place the point labels again, then freeze the layout
         fig.canvas.draw()

@@ -153,3 +153,23 @@ def test_cli_reports_counts_and_exit_status(tmp_path, capsys):
     assert C.main([str(tmp_path / "notebooks"), "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["counts"]["traceback"] == 1
+
+
+def test_finish_keeps_the_title_off_the_panels_after_an_earlier_tight_layout(tmp_path):
+    import matplotlib.pyplot as plt
+
+    for with_colorbar in (False, True):
+        fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+        for ax in axes:
+            ax.plot([0, 1], [0, 1])
+            ax.set(title="a panel title", xlabel="x", ylabel="y")
+        if with_colorbar:
+            F.heatmap(axes[1], np.eye(2), label="value")
+        fig.tight_layout()  # what library plotting functions do before handing the figure back
+        F.finish(fig, "A figure title that must not sit on the panel titles", tmp_path / "f.png")
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        title_box = fig.get_suptitle() and fig._suptitle.get_window_extent(renderer)
+        for ax in axes:
+            assert title_box.y0 >= ax.title.get_window_extent(renderer).y1 - 1, with_colorbar
+        plt.close(fig)
