@@ -962,7 +962,12 @@ def plot_sweep(results: pd.DataFrame, metrics: Sequence[str] = ("auc", "balanced
         if by_patients:
             ax.set_xscale("log")
             ax.minorticks_off()
-            ax.set_xticks([x for x, _ in ticks], [f"{b}\n{x:.0f}" for x, b in ticks], fontsize=8)
+            labels, previous, lowered = [], None, False
+            for x, b in ticks:  # a tick close to the previous one (e.g. 8 and 10 patients) goes one row lower
+                lowered = previous is not None and x / previous < 1.5 and not lowered
+                labels.append(("\n\n" if lowered else "") + f"{b}\n{x:.0f}")
+                previous = x
+            ax.set_xticks([x for x, _ in ticks], labels, fontsize=8)
             ax.set_xlabel("labelled training patients (log scale)")
         else:
             ax.set_xticks([x for x, _ in ticks], [b for _, b in ticks])

@@ -39,3 +39,13 @@ def test_without_patient_counts_the_budgets_keep_their_order():
     fig = P.plot_sweep(_results(with_patients=False), metrics=("auc",))
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["4-shot", "10%", "100%"]
     plt.close(fig)
+
+
+def test_close_budgets_get_their_labels_on_separate_rows():
+    import matplotlib.pyplot as plt
+
+    results = _results()
+    results.loc[results["budget"] == "4-shot", "n_train_patients"] = 8  # 8 patients next to 10: labels would touch
+    fig = P.plot_sweep(results, metrics=("auc",))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["4-shot\n8", "\n\n10%\n10", "100%\n100"]
+    plt.close(fig)
