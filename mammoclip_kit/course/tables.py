@@ -260,15 +260,18 @@ def show_block(block: TableBlock, digits: int = 3) -> None:
         from IPython.display import Markdown, display
     except ImportError:  # plain Python: print
         display, Markdown = print, str
+    import pandas as pd
+
     display(Markdown(f"### {block.title}"))
     display(Markdown(f"**{block.kit_label}**" + (f" — {block.note}" if block.note else "")))
-    if block.kit is None:
-        display(Markdown("*not run: no kit numbers for this table*"))
-    else:
-        display(block.kit.round(digits))
-    display(Markdown(f"**{block.paper_label}**"))
-    if block.paper is not None:
-        display(block.paper)
+    with pd.option_context("display.max_colwidth", None, "display.width", 250):  # whole row labels, never "en..."
+        if block.kit is None:
+            display(Markdown("*not run: no kit numbers for this table*"))
+        else:
+            display(block.kit.round(digits))
+        display(Markdown(f"**{block.paper_label}**"))
+        if block.paper is not None:
+            display(block.paper)
 
 
 def tables_metrics(blocks: list[TableBlock]) -> dict[str, Any]:

@@ -556,11 +556,13 @@ def _default_windows(image: DicomImage) -> list[tuple[str, tuple[float, float] |
     center, width = auto_window(values)
     if image.meta.get("window_center"):
         center, width = image.meta["window_center"][0], image.meta["window_width"][0]
+    # Raising the center darkens a MONOCHROME2 display; a MONOCHROME1 display is inverted, so there it is lowering it.
+    shift = -width / 3 if image.is_monochrome1 else width / 3
     return [
         ("header VOI" if image.voi_source() != "auto" else "auto (percentiles)", None, None),
         ("narrow: width / 3", (center, width / 3), "LINEAR"),
         ("wide: width × 3", (center, width * 3), "LINEAR"),
-        ("darker: center + width / 3", (center + width / 3, width), "LINEAR"),
+        (f"darker: center {'−' if shift < 0 else '+'} width / 3", (center + shift, width), "LINEAR"),
         ("SIGMOID, same center/width", (center, width), "SIGMOID"),
     ]
 
@@ -569,15 +571,18 @@ def plot_windows(image: DicomImage, windows: Sequence[tuple[str, tuple[float, fl
                  size: float = 3.0):
     """A static row of the same image under several VOI windows (the fallback of :func:`window_explorer`).
 
-    ``windows`` are ``(label, (center, width) or None for the header's VOI, function or None)`` triples.
+    ``windows`` are ``(label, (center, width) or None for the header's VOI, function or None)`` triples. Each panel's
+    title ends with the mean displayed value (0 = black, 1 = white), so "darker" and "brighter" can be checked.
     """
     import matplotlib.pyplot as plt
 
     windows = list(windows or _default_windows(image))
     fig, axes = plt.subplots(1, len(windows), figsize=(size * len(windows), size * 1.5), squeeze=False)
     for ax, (label, window, function) in zip(axes[0], windows, strict=True):
-        ax.imshow(image.display(window, function=function), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(label if window is None else f"{label}\nc={window[0]:.0f}, w={window[1]:.0f}", fontsize=9)
+        shown = image.display(window, function=function)
+        ax.imshow(shown, cmap="gray", vmin=0, vmax=1)
+        title = label if window is None else f"{label}\nc={window[0]:.0f}, w={window[1]:.0f}"
+        ax.set_title(f"{title}\nmean shown {float(shown.mean()):.3f}", fontsize=9)
         ax.axis("off")
     fig.tight_layout()
     return fig

@@ -452,25 +452,47 @@ def _image_for_display(image: Any) -> np.ndarray:
     return np.asarray(image, dtype=np.float32)
 
 
+_RANK_COLOURS = ("orange", "deepskyblue", "magenta", "yellow", "red")
+
+
 def draw_detections(ax: Any, image: Any, pred_boxes: Any = None, scores: Any = None, true_boxes: Any = None,
                     score_threshold: float = 0.3, max_boxes: int = 5, title: str | None = None) -> Any:
-    """Draw an image with true boxes (green, solid) and predicted boxes (orange, dashed, score labels) on ``ax``."""
+    """Draw an image with true boxes (green, solid) and predicted boxes (dashed) on ``ax``.
+
+    Scores are not written on the image, where the labels of overlapping boxes would overlap too: with up to five
+    boxes each gets its own colour and a legend line under the image ("#1 0.83"); with more, one colour and one legend
+    line with the range of scores.
+    """
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
     ax.imshow(_image_for_display(image), cmap="gray")
-    for box in np.asarray(true_boxes if true_boxes is not None else [], dtype=float).reshape(-1, 4):
+    handles = []
+    truth = np.asarray(true_boxes if true_boxes is not None else [], dtype=float).reshape(-1, 4)
+    for box in truth:
         ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False, color="lime", lw=1.5))
+    if len(truth):
+        handles.append(Line2D([], [], color="lime", lw=1.5, label="truth"))
     if pred_boxes is not None:
         boxes = np.asarray(pred_boxes, dtype=float).reshape(-1, 4)
         s = np.asarray(scores if scores is not None else np.ones(len(boxes)), dtype=float).reshape(-1)
-        order = np.argsort(-s)[:max_boxes]
-        for i in order:
-            if s[i] < score_threshold:
-                continue
+        order = [i for i in np.argsort(-s)[:max_boxes] if s[i] >= score_threshold]
+        one_colour = len(order) > len(_RANK_COLOURS)
+        for rank, i in enumerate(order):
             box = boxes[i]
-            ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False, color="orange",
+            colour = _RANK_COLOURS[0] if one_colour else _RANK_COLOURS[rank]
+            ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False, color=colour,
                                    lw=1.2, ls="--"))
-            ax.text(box[0], box[1] - 2, f"{s[i]:.2f}", color="orange", fontsize=7)
+            if not one_colour:
+                handles.append(Line2D([], [], color=colour, lw=1.2, ls="--", label=f"#{rank + 1} {s[i]:.2f}"))
+        if one_colour:
+            handles.append(Line2D([], [], color=_RANK_COLOURS[0], lw=1.2, ls="--",
+                                  label=f"{len(order)} boxes, {s[order].min():.2f}–{s[order].max():.2f}"))
+        elif not order:
+            handles.append(Line2D([], [], color="none", label=f"no box ≥ {score_threshold:g}"))
+    if handles:
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=7, frameon=False,
+                  ncol=1, handlelength=1.5)
     if title:
         ax.set_title(title, fontsize=9)
     ax.set_axis_off()

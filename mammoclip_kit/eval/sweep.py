@@ -406,9 +406,12 @@ def sweep_table(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> 
 
 
 def plot_sweep(results: pd.DataFrame, metrics: Sequence[str] = ("auc", "balanced_accuracy"), path: str | Path | None = None):
-    """Seaborn figure: metric vs label budget, one panel per task, one line per encoder × method, with 95 % CIs.
+    """Seaborn figure: metric vs labelled training patients, one panel per task, one line per encoder × method, 95 % CIs.
 
-    The shaded band is the mean bootstrap CI over seeds; points show the mean over seeds. Returns the figure.
+    Each budget sits at its real number of training patients (mean over seeds of ``n_train_patients``, log scale) and
+    is labelled with its name: a few-shot budget ("4-shot" = 4 patients per class) can hold more patients than a small
+    fraction, and then sits to its right. Results without ``n_train_patients`` fall back to the budgets' order. The
+    shaded band is the mean bootstrap CI over seeds; points show the mean over seeds. Returns the figure.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -416,18 +419,36 @@ def plot_sweep(results: pd.DataFrame, metrics: Sequence[str] = ("auc", "balanced
     frame = results[results["metric"].isin(metrics)].copy()
     frame["model"] = frame["encoder"] + " · " + frame["method"].map({"linear_probe": "LP", "finetune": "FT"})
     order = list(dict.fromkeys(sorted(frame["budget"].unique(), key=_budget_order)))
-    frame["x"] = frame["budget"].map({b: i for i, b in enumerate(order)})
+    by_patients = "n_train_patients" in frame.columns and frame["n_train_patients"].notna().all()
     panels = list(dict.fromkeys(frame["task"] + " " + frame["metric"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
     palette = dict(zip(sorted(frame["model"].unique()), sns.color_palette("tab10"), strict=False))
     for ax, panel in zip(axes[0], panels, strict=False):
-        part = frame[(frame["task"] + " " + frame["metric"]) == panel]
+        part = frame[(frame["task"] + " " + frame["metric"]) == panel].copy()
+        if by_patients:
+            patients = part.groupby("budget")["n_train_patients"].mean()
+            part["x"] = part["budget"].map(patients)
+            ticks = sorted((float(patients[b]), b) for b in patients.index)
+        else:
+            part["x"] = part["budget"].map({b: i for i, b in enumerate(order)})
+            ticks = [(float(i), b) for i, b in enumerate(order) if b in set(part["budget"])]
         mean = part.groupby(["model", "x"], as_index=False)[["value", "ci_low", "ci_high"]].mean()
         for model, curve in mean.groupby("model"):
             ax.fill_between(curve["x"], curve["ci_low"], curve["ci_high"], alpha=0.15, color=palette[model])
         sns.lineplot(data=part, x="x", y="value", hue="model", palette=palette, marker="o", errorbar=None, ax=ax)
-        ax.set_xticks(range(len(order)), order)
-        ax.set_xlabel("labelled training data")
+        if by_patients:
+            ax.set_xscale("log")
+            ax.minorticks_off()
+            labels, previous, lowered = [], None, False
+            for x, b in ticks:  # a tick close to the previous one (e.g. 8 and 10 patients) goes one row lower
+                lowered = previous is not None and x / previous < 1.5 and not lowered
+                labels.append(("\n\n" if lowered else "") + f"{b}\n{x:.0f}")
+                previous = x
+            ax.set_xticks([x for x, _ in ticks], labels, fontsize=8)
+            ax.set_xlabel("labelled training patients (log scale)")
+        else:
+            ax.set_xticks([x for x, _ in ticks], [b for _, b in ticks])
+            ax.set_xlabel("labelled training data")
         ax.set_ylabel(panel)
         ax.set_title(panel)
         if "auc" in panel:
@@ -436,7 +457,7 @@ def plot_sweep(results: pd.DataFrame, metrics: Sequence[str] = ("auc", "balanced
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig
 
 

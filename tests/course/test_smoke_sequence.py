@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mammoclip_kit.course import runner
+from mammoclip_kit.course import check_executed, runner
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = runner.discover_notebooks(ROOT / "notebooks")
@@ -39,3 +39,22 @@ def test_summary_collects_metrics_of_every_notebook(smoke_run):
     for notebook, result in results.items():
         if result.status == "ok":
             assert summary["notebooks"][notebook].get("metrics"), f"{notebook} wrote no metrics"
+
+
+def test_executed_notebooks_pass_the_checker(smoke_run):
+    """What a teacher would see on the projector: no traceback, no warning on stderr, every exercise answered and
+    numbered, every saved figure titled and labelled (``mammoclip_kit.course.check_executed``)."""
+    output, _ = smoke_run
+    found = check_executed.check_run(output / "notebooks", output / "figures")
+    blocking = [f for f in found if f.rule != "frozen-progress"]
+    assert not blocking, "\n".join(map(str, blocking))
+    assert (output / "figures" / "figures.json").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="the library's tqdm.auto bars become ipywidgets in a batch-executed kernel and "
+                   "their saved text stays at 0 %; the fix is a progress switch in the modules that draw them "
+                   "(data/, train/, eval/, inference.py), which this branch does not own — remove this mark with it")
+def test_no_progress_bar_is_left_at_zero(smoke_run):
+    output, _ = smoke_run
+    frozen = [f for f in check_executed.check_run(output / "notebooks") if f.rule == "frozen-progress"]
+    assert not frozen, "\n".join(map(str, frozen[:10]))
