@@ -10,12 +10,15 @@ import os
 import platform
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 DATA_ENV = "MAMMOCLIP_DATA"
 RUNS_ENV = "MAMMOCLIP_RUNS"
 PROFILE_ENV = "MAMMOCLIP_PROFILE"
+#: "0" turns progress bars off (the runner sets it for the kernels it starts; see :func:`progress_bar`).
+PROGRESS_ENV = "MAMMOCLIP_PROGRESS"
 
 _REPORTED_PACKAGES = (
     "torch", "torchvision", "timm", "transformers", "tokenizers", "pydicom", "numpy", "pandas", "scikit-learn",
@@ -93,3 +96,16 @@ def versions_report(device=None) -> str:
         lines.append(f"{'selected device':<24}{device}")
     return "\n".join(lines)
 
+
+def progress_bar(iterable: Any = None, **kwargs: Any) -> Any:
+    """A tqdm progress bar: a widget in JupyterLab, text in a terminal, none when ``$MAMMOCLIP_PROGRESS`` is ``0``.
+
+    Every loop a person waits for uses it. The notebook runner sets ``MAMMOCLIP_PROGRESS=0`` for the kernels it starts:
+    a widget in a batch-executed notebook is saved as its first frame ("0 %") and would look frozen there, so executed
+    notebooks carry no bars (the runner prints its own per-notebook progress).
+    """
+    from tqdm.auto import tqdm
+
+    if os.environ.get(PROGRESS_ENV, "1").strip() == "0":
+        kwargs["disable"] = True
+    return tqdm(iterable, **kwargs)

@@ -309,7 +309,7 @@ def image_features(model: torch.nn.Module, images: Sequence[ImageLike], *, size:
     ``channels_last`` feeds channels-last batches (same values, faster depthwise convolutions on CPU); ``amp`` runs
     under float16 autocast on CUDA (ignored elsewhere). Returns float32 ``(N, ...)``.
     """
-    from tqdm.auto import tqdm
+    from mammoclip_kit.env import progress_bar as tqdm
 
     device = torch.device(device) if device is not None else _model_device(model)
     forward = forward if forward is not None else model
@@ -371,7 +371,7 @@ def embed_texts(texts: str | Sequence[str], model: Any, batch_size: int = 64, de
     out: list[torch.Tensor] = []
     batches = list(_batches(items, batch_size))
     if progress and len(batches) > 1:
-        from tqdm.auto import tqdm
+        from mammoclip_kit.env import progress_bar as tqdm
 
         batches = tqdm(batches, desc="embed texts", unit="batch")
     with eval_mode(model), torch.inference_mode():

@@ -144,7 +144,8 @@ def make_cohort(out_dir: str | Path, preset: str = "smoke", seed: int = 0, worke
     :func:`ensure_cohort` checks.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+
+    from mammoclip_kit.env import progress_bar as tqdm
 
     cfg = resolve_config(preset, **overrides)
     final_dir = Path(out_dir)

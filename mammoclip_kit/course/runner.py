@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import hashlib
 import json
+import os
 import re
 import sys
 import time
@@ -152,10 +154,11 @@ def _run_once(notebook: Path, output_dir: Path, parameters: dict[str, Any], *, t
                             fingerprint=fingerprint(notebook, parameters))
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(notebook), str(executed), parameters=parameters, kernel_name="python3",
-            cwd=str(notebook.parent), progress_bar=progress, execution_timeout=timeout,
-            report_mode=False, log_output=False)
+        with _kernel_environment():
+            papermill.execute_notebook(
+                str(notebook), str(executed), parameters=parameters, kernel_name="python3",
+                cwd=str(notebook.parent), progress_bar=progress, execution_timeout=timeout,
+                report_mode=False, log_output=False)
     except papermill.PapermillExecutionError as exc:
         result.status = "failed"
         result.error = _ANSI.sub("", f"{exc.ename}: {exc.evalue}\n" + "\n".join(exc.traceback))
@@ -167,6 +170,25 @@ def _run_once(notebook: Path, output_dir: Path, parameters: dict[str, Any], *, t
             result.extra["timed_out"] = True
     result.wall_s = round(time.perf_counter() - start, 2)
     return result
+
+
+@contextlib.contextmanager
+def _kernel_environment():
+    """Environment of the kernels the runner starts: this checkout's kit first on the path (a user with two clones runs
+    the code of the clone whose runner they call), and progress bars off (a widget is saved as its first frame)."""
+    root = str(Path(__file__).resolve().parents[2])
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", env.PROGRESS_ENV)}
+    paths = [root] + [p for p in (saved["PYTHONPATH"] or "").split(os.pathsep) if p and p != root]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    os.environ[env.PROGRESS_ENV] = "0"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _load_state(output_dir: Path) -> dict[str, Any]:

@@ -660,7 +660,8 @@ def preprocess_many(sources: Iterable[str | os.PathLike], out_dir: str | os.Path
     Bad files never stop the batch: each becomes one ``errors.csv`` row (file, error type, reason).
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+
+    from mammoclip_kit.env import progress_bar as tqdm
 
     start = time.perf_counter()
     cfg = PreprocessConfig(mode=mode, height=height, width=width, bits=bits, **options)

@@ -587,7 +587,7 @@ def build_reports(reports_dir: str | os.PathLike, png_dir: str | os.PathLike, *,
     ``back_translator`` (a :class:`~mammoclip_kit.data.text.BackTranslator`) is given, else the offline augmentation,
     seeded by ``seed`` and the breast (same seed ⇒ same table). ``fold`` is a GroupKFold by patient.
     """
-    from tqdm.auto import tqdm
+    from mammoclip_kit.env import progress_bar as tqdm
 
     reports_dir, png_dir = Path(reports_dir), Path(png_dir)
     config = config or ReportTextConfig()

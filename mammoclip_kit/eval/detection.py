@@ -180,7 +180,7 @@ def train_detector(model: nn.Module, train_set: DetectionDataset, val_set: Detec
     each epoch the model is evaluated on ``val_set`` (if any, else the last epoch counts as best); the best weights are
     restored at the end and, with ``out_dir``, saved there with :func:`save_detector` (plus ``history.json``).
     """
-    from tqdm.auto import tqdm
+    from mammoclip_kit.env import progress_bar as tqdm
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)

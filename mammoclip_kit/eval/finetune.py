@@ -155,7 +155,7 @@ def fine_tune(encoder: nn.Module, num_features: int, train_df: pd.DataFrame, tas
     AMP on CUDA only. Images are fed at the encoder's input size (``cfg.image_size`` when set, printed). The best weights
     are written to ``checkpoint_dir/model.safetensors`` with a ``meta.json``.
     """
-    from tqdm.auto import tqdm
+    from mammoclip_kit.env import progress_bar as tqdm
 
     task, cfg = get_task(task), cfg or FineTuneConfig()
     device = torch.device(device) if device is not None else torch.device("cpu")

@@ -131,7 +131,7 @@ def run_shift_grid(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFra
     stratified patient subset of them, ``cfg.max_test_patients``) re-encoded under every shift and severity — each
     shifted feature set is cached too, keyed by the shift, severity and seed. Timing is in ``result.attrs["timing"]``.
     """
-    from tqdm.auto import tqdm
+    from mammoclip_kit.env import progress_bar as tqdm
 
     device = torch.device(device) if device is not None else torch.device("cpu")
     tasks = [get_task(t) for t in cfg.tasks]

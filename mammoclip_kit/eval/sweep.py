@@ -237,7 +237,7 @@ def run_sweep(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], 
     (:data:`SWEEP_KEY` + ``row`` = position in the task's test split + ``score``): :func:`paired_comparison` reads them to
     compare two encoders on the same test images.
     """
-    from tqdm.auto import tqdm
+    from mammoclip_kit.env import progress_bar as tqdm
 
     root, device = Path(root), torch.device(device) if device is not None else torch.device("cpu")
     log = SweepLog(csv_path, cfg.result_settings(), retrain=retrain)

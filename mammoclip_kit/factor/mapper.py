@@ -223,7 +223,7 @@ def train_mapper(maps: torch.Tensor, labels: Any, attr_emb: torch.Tensor, config
     start = time.perf_counter()
     epochs = range(1, int(config.epochs) + 1)
     if progress:
-        from tqdm.auto import tqdm
+        from mammoclip_kit.env import progress_bar as tqdm
 
         epochs = tqdm(epochs, desc="mapper epochs", unit="epoch")
     for epoch in epochs:

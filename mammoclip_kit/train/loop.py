@@ -355,7 +355,7 @@ def train(cfg: PretrainConfig, model: nn.Module, train_data: Dataset, val_data: 
         last_batch = steps_per_epoch * cfg.accum_steps
         bar = None
         if progress and main:
-            from tqdm.auto import tqdm
+            from mammoclip_kit.env import progress_bar as tqdm
             bar = tqdm(total=last_batch, initial=skip, desc=f"epoch {epoch + 1}/{n_epochs}", leave=False)
         optimizer.zero_grad(set_to_none=True)
         running: dict[str, float] = {}

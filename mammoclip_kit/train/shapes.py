@@ -145,7 +145,7 @@ def pretrain_on_shapes(tower: nn.Module, cfg: ShapesConfig | None = None, *, out
     Returns a summary (loss and accuracy over the last 20 steps, seconds). With ``out_dir`` the tower's weights are saved
     as ``image_tower.safetensors`` with ``shapes.json`` (config + summary); :func:`load_shapes_init` reads them back.
     """
-    from tqdm.auto import tqdm
+    from mammoclip_kit.env import progress_bar as tqdm
 
     cfg = cfg or ShapesConfig()
     device = torch.device(device) if device is not None else torch.device("cpu")

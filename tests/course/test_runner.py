@@ -101,3 +101,32 @@ def test_a_cell_that_hangs_times_out_and_is_retried_once_and_a_raising_cell_is_n
     _notebook(tmp_path / "01_bad.ipynb", BAD)
     bad = runner.run_notebook(tmp_path / "01_bad.ipynb", tmp_path / "out", {}, timeout=30)
     assert bad.status == "failed" and "retried" not in bad.extra and "timed_out" not in bad.extra
+
+
+def test_kernels_import_this_checkout_and_draw_no_progress_bars(tmp_path, monkeypatch):
+    """A user with two clones runs the code of the clone whose runner they call; executed notebooks carry no bars."""
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _notebook(folder / "00_env.ipynb", """
+import json, os, pathlib
+import mammoclip_kit
+from mammoclip_kit.env import progress_bar
+bar = progress_bar(range(3))
+list(bar)
+pathlib.Path(output_dir, "seen.json").write_text(json.dumps({
+    "package": str(pathlib.Path(mammoclip_kit.__file__).resolve().parents[1]),
+    "progress": os.environ.get("MAMMOCLIP_PROGRESS"), "disabled": bar.disable}))
+""")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "elsewhere"))
+    monkeypatch.delenv("MAMMOCLIP_PROGRESS", raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    results = runner.run("smoke", parameters={"output_dir": str(out)}, output=out, notebook_dir=folder,
+                         prepare=False, verbose=False)
+    assert [r.status for r in results] == ["ok"], results[0].error
+    seen = json.loads((out / "seen.json").read_text())
+    checkout = str(runner.Path(runner.__file__).resolve().parents[2])
+    assert seen == {"package": checkout, "progress": "0", "disabled": True}
+    import os
+
+    assert os.environ["PYTHONPATH"] == str(tmp_path / "elsewhere") and "MAMMOCLIP_PROGRESS" not in os.environ

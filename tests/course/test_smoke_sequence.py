@@ -46,14 +46,10 @@ def test_executed_notebooks_pass_the_checker(smoke_run):
     numbered, every saved figure titled and labelled (``mammoclip_kit.course.check_executed``)."""
     output, _ = smoke_run
     found = check_executed.check_run(output / "notebooks", output / "figures")
-    blocking = [f for f in found if f.rule != "frozen-progress"]
-    assert not blocking, "\n".join(map(str, blocking))
+    assert not found, "\n".join(map(str, found))
     assert (output / "figures" / "figures.json").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="the library's tqdm.auto bars become ipywidgets in a batch-executed kernel and "
-                   "their saved text stays at 0 %; the fix is a progress switch in the modules that draw them "
-                   "(data/, train/, eval/, inference.py), which this branch does not own — remove this mark with it")
 def test_no_progress_bar_is_left_at_zero(smoke_run):
     output, _ = smoke_run
     frozen = [f for f in check_executed.check_run(output / "notebooks") if f.rule == "frozen-progress"]
