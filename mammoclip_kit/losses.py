@@ -1,4 +1,4 @@
-"""Contrastive losses of Mammo-CLIP: plain CLIP and multi-view supervision (MVS, spec §3.8).
+"""Contrastive losses of Mammo-CLIP: plain CLIP and multi-view supervision (MVS, docs/reference-notes.md §5).
 
 Both losses receive L2-normalised embeddings and the (already exponentiated) logit scale, never the model. Under
 ``torch.distributed`` they all-gather the embeddings with :func:`gather_with_grad`, whose backward returns to each rank
@@ -113,7 +113,8 @@ class ClipLoss(_ContrastiveBase):
 
 
 class MultiViewClipLoss(_ContrastiveBase):
-    """The MVS loss of spec §3.8 (see the module docstring); returns every term and the weighted total."""
+    """The MVS loss of docs/reference-notes.md §5.2 (see the module docstring); returns every term and the
+    weighted total."""
 
     def __init__(self, local_loss: bool = True, label_smoothing: float = 0.0, i2i_weight: float = 1.0,
                  t2t_weight: float = 0.5) -> None:

@@ -3,7 +3,7 @@
 Each :class:`Vendor` fixes what differs between real mammography systems: detector pitch and matrix, bit depth,
 photometric interpretation (MONOCHROME1 or 2), the VOI information in the header (LINEAR / SIGMOID window, several
 windows, a VOI LUT Sequence), the vendor's tone curve, noise level, periphery equalisation and whether laterality/view
-text is burnt into the pixels. Geometry follows the cited detectors (docs: synthetic-mammography §3); bit depth,
+text is burnt into the pixels. Geometry follows the cited detectors (docs/cohort.md §8.1); bit depth,
 photometric interpretation and VOI are assigned to exercise preprocessing and are *not* claims about those vendors.
 
 Files are written as "Digital Mammography X-Ray Image Storage - For Presentation" (Modality MG). Depending on the

@@ -5,8 +5,9 @@ writes it exactly like the real data so that the same ``data_prep`` tools and no
 
     <root>/vindr/images/<study_id>/<image_id>.dicom, breast-level_annotations.csv, finding_annotations.csv
     <root>/rsna/train_images/<patient_id>/<image_id>.dcm, train.csv
-    <root>/reports/images/<patient_id>/<image_id>.dcm, reports.csv      (one row per image, spec §3.2 raw table)
-    <root>/truth/images.csv, lesions.csv, masks/<dataset>/<image_id>.png (lesion labels), cohort.json (written last)
+    <root>/reports/images/<patient_id>/<image_id>.dcm, reports.csv      (one row per image,
+    docs/reference-notes.md §9.4 raw table) <root>/truth/images.csv, lesions.csv,
+    masks/<dataset>/<image_id>.png (lesion labels), cohort.json (written last)
 
 The three parts have disjoint patients, like the real, separate datasets. Each patient has a four-view exam (L/R × CC/MLO).
 

@@ -18,7 +18,7 @@ nipple in both views.
 Texture: fibroglandular tissue is a thresholded 1/f^β field (β ≈ 3, stretched toward the nipple and tilted about 5° on
 CC and 22° on MLO), concentrated behind the nipple and kept out of a subcutaneous fat rim; the threshold is set per breast
 so that the dense-area fraction falls in the BI-RADS 4th-edition quartile band of its density category (design choice;
-docs: synthetic-mammography §1, recommendations 2–4).
+docs/cohort.md §1–3, §10.2–10.4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Pretraining datasets: multi-view image–text pairs (spec §3.5), image-label rows turned into text, and a collate.
+"""Pretraining datasets: multi-view image–text pairs (docs/reference-notes.md §7.5), image-label rows turned
+into text, and a collate.
 
 Every sample is a patient × laterality ("a breast"). It yields two images — two distinct views in random order, or two
 independent augmentations of one image when the breast has a single view — and two texts. All random choices of a
@@ -72,7 +73,8 @@ def _views_of(row: pd.Series, where: str) -> list[str]:
 
 
 def sample_images(files_per_view: dict[str, list[str]], rng: np.random.Generator, train: bool) -> list[str]:
-    """Spec §3.5: two distinct views in random order, one random file each; a single view gives 1 or 2 files.
+    """docs/reference-notes.md §7.5: two distinct views in random order, one random file each; a single view
+    gives 1 or 2 files.
 
     With one view, training picks two distinct files when the view has more than one, else one (the caller then
     re-augments the same image); validation always picks one.
@@ -90,7 +92,8 @@ def sample_images(files_per_view: dict[str, list[str]], rng: np.random.Generator
 
 
 def sample_texts(texts: list[str], augmented: list[str], rng: np.random.Generator) -> tuple[str, str]:
-    """Spec §3.5: two indexes with replacement, each text augmented with p = 0.5; one text → (orig, aug) in random order.
+    """docs/reference-notes.md §7.5: two indexes with replacement, each text augmented with p = 0.5; one text
+    → (orig, aug) in random order.
 
     An index without an augmented version (missing or empty) falls back to the original text.
     """
@@ -176,7 +179,8 @@ class _BreastDataset(Dataset):
 
 
 class ImageTextDataset(_BreastDataset):
-    """Image–report pairs (``reports_pretrain.csv``): two images and two texts per breast (spec §3.5).
+    """Image–report pairs (``reports_pretrain.csv``): two images and two texts per breast
+    (docs/reference-notes.md §7.5).
 
     ``rows`` need ``views`` / per-view path lists, ``text`` (list of cleaned sections) and optionally
     ``text_augment`` (augmented versions, same order).
@@ -206,7 +210,8 @@ class ImageTextDataset(_BreastDataset):
 
 
 class ImageLabelDataset(_BreastDataset):
-    """Image-label rows (``vindr_pretrain.csv``) turned into report-like text per view (spec §3.5, VinDr rows).
+    """Image-label rows (``vindr_pretrain.csv``) turned into report-like text per view
+    (docs/reference-notes.md §7.5, VinDr rows).
 
     The two images are two views in random order; ``text`` describes the findings of the first image's view and
     ``text2`` those of the second (``<VIEW>_findings`` columns, flat lists of finding names) through ``label_to_text``,

@@ -1,7 +1,8 @@
-"""DICOM → pixel array + PHI-free metadata: decoders, modality LUT, VOI LUT / window, MONOCHROME1 (spec §5, §8).
+"""DICOM → pixel array + PHI-free metadata: decoders, modality LUT, VOI LUT / window, MONOCHROME1
+(docs/reference-notes.md §6.1, §10).
 
 The reference preprocessing reads stored pixel values and min–max scales them, ignoring the header's rescale, window and
-VOI LUT (reference-spec.md §5). This module reads everything a viewer would use so that
+VOI LUT (docs/reference-notes.md §6.1). This module reads everything a viewer would use so that
 :mod:`mammoclip_kit.data.preprocess` can offer both the paper-exact path and a header-aware ("voi") path:
 
 * :func:`read_dicom` decodes the pixel data through pydicom's pixel-data plugins (JPEG 2000, JPEG-LS, JPEG, RLE, …). When a

@@ -1,13 +1,15 @@
-"""DICOM → model-ready PNG: the paper-exact mode, a header-aware "voi" mode, a manifest and coordinate maps (spec §5).
+"""DICOM → model-ready PNG: the paper-exact mode, a header-aware "voi" mode, a manifest and coordinate maps
+(docs/reference-notes.md §6.1).
 
 Two modes, one output contract (``out_dir/<patient_id>/<image_id>.png`` + one manifest row per image):
 
 ``paper``
-    The published algorithm, step by step (reference-spec.md §5): trim 5 pixels from every border, invert
-    MONOCHROME1 (``max − x``), min–max scale the *stored* values to uint8 without any window (a rescale slope/intercept
-    would not change the result), crop the breast with the reference's ROI heuristic (threshold at 40, longest run of
-    non-constant columns in the central 80 % row band, then the same for rows), area-resize to 912 wide × 1520 tall
-    and write an 8-bit PNG. Use it to compare with the paper or to feed the released checkpoints.
+    The published algorithm, step by step (docs/reference-notes.md §6.1): trim 5 pixels from every border,
+    invert MONOCHROME1 (``max − x``), min–max scale the *stored* values to uint8 without any window (a rescale
+    slope/intercept would not change the result), crop the breast with the reference's ROI heuristic
+    (threshold at 40, longest run of non-constant columns in the central 80 % row band, then the same for
+    rows), area-resize to 912 wide × 1520 tall and write an 8-bit PNG. Use it to compare with the paper or to
+    feed the released checkpoints.
 ``voi``
     What a viewer shows: modality LUT (rescale), the header's VOI LUT or window (LINEAR / LINEAR_EXACT / SIGMOID;
     percentiles when the header has none), MONOCHROME1 inverted, then an Otsu + largest-connected-component breast
@@ -72,7 +74,8 @@ __all__ = [
 ]
 
 MODES: tuple[str, ...] = ("paper", "voi")
-#: Reference constants (spec §5): border trim, ROI threshold, half-height of the central band.
+#: Reference constants (docs/reference-notes.md §6.1): border trim, ROI threshold, half-height of the central
+#: band.
 PAPER_BORDER = 5
 PAPER_THRESHOLD = 40
 PAPER_BAND = 0.4
@@ -168,7 +171,7 @@ class Processed:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Paper mode (reference-spec.md §5)
+# Paper mode (docs/reference-notes.md §6.1)
 
 
 def _paper_values(x: np.ndarray, photometric: str) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Training and evaluation tables: input schemas and validation, the VinDr / RSNA / image-report builders, folds and
-:func:`ensure_tables` (reference-spec.md §3.2–3.5, §4.5, §8).
+:func:`ensure_tables` (docs/reference-notes.md §7.2–7.5, §9, §10).
 
 Inputs (under ``data_root``; the embedded cohort writes the same files as the real datasets):
 
@@ -13,13 +13,15 @@ PNGs come from :func:`mammoclip_kit.data.preprocess.ensure_pngs`: ``<png_dir>/<p
 ``<png_dir>/manifest.csv`` (original size, crop box and scale of each image), which maps VinDr boxes exactly into PNG
 pixels.
 
-**The authors' preprocessed PNG releases** (VinDr on Kaggle, RSNA on Hugging Face, spec §5) work without DICOMs. Put
-them at ``<data_root>/vindr/images_png/<study_id>/<image_id>.png`` and ``<data_root>/rsna/train_images_png/
-<patient_id>/<image_id>.png`` (detected automatically), or name the folder in the profile (``tables.png_root.vindr``)
-or with ``--png-root`` of the CLIs. Those folders have no manifest, so the breast crop of each image is unknown and
-boxes are mapped by scaling alone: ``x_png = x · W_png / width``, ``y_png = y · H_png / height`` (``width``/``height``
-from the VinDr CSV, the PNG size read from its header); the ``box_mapping`` column says ``scaled`` instead of
-``manifest``. Such boxes are approximate: prefer DICOMs + the kit's preprocessing for detection work.
+**The authors' preprocessed PNG releases** (VinDr on Kaggle, RSNA on Hugging Face,
+docs/reference-notes.md §6.4) work without DICOMs. Put them at
+``<data_root>/vindr/images_png/<study_id>/<image_id>.png`` and
+``<data_root>/rsna/train_images_png/ <patient_id>/<image_id>.png`` (detected automatically), or name the
+folder in the profile (``tables.png_root.vindr``) or with ``--png-root`` of the CLIs. Those folders have no
+manifest, so the breast crop of each image is unknown and boxes are mapped by scaling alone:
+``x_png = x · W_png / width``, ``y_png = y · H_png / height`` (``width``/``height`` from the VinDr CSV, the
+PNG size read from its header); the ``box_mapping`` column says ``scaled`` instead of ``manifest``. Such boxes
+are approximate: prefer DICOMs + the kit's preprocessing for detection work.
 
 Outputs (``ctx.tables_dir``; image paths relative to ``ctx.output_dir``; list columns JSON-encoded, decoded by
 :func:`read_table`; ``fold`` is a GroupKFold by patient, so all images of a patient share a fold):
@@ -582,10 +584,11 @@ def build_reports(reports_dir: str | os.PathLike, png_dir: str | os.PathLike, *,
                   progress: bool = True) -> ReportTables:
     """``reports.csv`` + PNGs → one row per patient × laterality with images per view, ``text`` and ``text_augment``.
 
-    ``text`` = [cleaned FINDINGS sentences about this breast, cleaned IMPRESSION] (as in spec §3.3, one entry per
-    distinct report text); ``text_augment`` has one augmented version per ``text`` entry: back-translation when
-    ``back_translator`` (a :class:`~mammoclip_kit.data.text.BackTranslator`) is given, else the offline augmentation,
-    seeded by ``seed`` and the breast (same seed ⇒ same table). ``fold`` is a GroupKFold by patient.
+    ``text`` = [cleaned FINDINGS sentences about this breast, cleaned IMPRESSION] (as in
+    docs/reference-notes.md §7.3, one entry per distinct report text); ``text_augment`` has one augmented
+    version per ``text`` entry: back-translation when ``back_translator`` (a
+    :class:`~mammoclip_kit.data.text.BackTranslator`) is given, else the offline augmentation, seeded by
+    ``seed`` and the breast (same seed ⇒ same table). ``fold`` is a GroupKFold by patient.
     """
     from mammoclip_kit.env import progress_bar as tqdm
 
@@ -661,7 +664,8 @@ class TablesConfig(StageConfig):
                                 augment=textlib.TextAugmentConfig.from_dict(self.augment))
 
 
-#: Author PNG release folders that :func:`ensure_tables` detects under ``data_root`` (reference names, spec §5).
+#: Author PNG release folders that :func:`ensure_tables` detects under ``data_root`` (reference names,
+#: docs/reference-notes.md §6.4).
 RELEASE_PNG_DIRS: dict[str, str] = {"vindr": "vindr/images_png", "rsna": "rsna/train_images_png"}
 #: Inputs of each dataset's builder, relative to ``data_root``.
 _INPUTS: dict[str, tuple[str, ...]] = {

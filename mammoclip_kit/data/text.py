@@ -1,13 +1,15 @@
 """Report text: sections, the paper's cleaning, sentence splitting, per-breast selection, augmentation, label → text,
 and the zero-shot prompt sets.
 
-Everything here is plain Python + regular expressions: no NLTK, no download at run time (reference-spec.md §3.3, §8).
+Everything here is plain Python + regular expressions: no NLTK, no download at run time
+(docs/reference-notes.md §7.3, §10).
 
 * :func:`extract_sections` finds ``HISTORY:`` / ``FINDINGS:`` / ``IMPRESSION:`` … blocks in free text.
-* :func:`clean_text` is the paper's cleaning (spec §3.3): every period ends a sentence, each sentence is lowercased and
-  split into word / punctuation runs (the regex of ``nltk.wordpunct_tokenize``), non-ASCII characters are stripped,
-  sentences with two tokens or fewer are dropped and the rest are joined with spaces (the result has no periods).
-  ``BI-RADS`` becomes ``birads`` (the reference does this for IMPRESSION; the kit does it for every section).
+* :func:`clean_text` is the paper's cleaning (docs/reference-notes.md §7.3): every period ends a sentence,
+  each sentence is lowercased and split into word / punctuation runs (the regex of
+  ``nltk.wordpunct_tokenize``), non-ASCII characters are stripped, sentences with two tokens or fewer are
+  dropped and the rest are joined with spaces (the result has no periods). ``BI-RADS`` becomes ``birads`` (the
+  reference does this for IMPRESSION; the kit does it for every section).
 * :func:`split_sentences` splits raw text into sentences (decimals, abbreviations and ``o'clock`` are protected);
   :func:`clean_sentences` cleans each sentence separately so that later steps can still shuffle or select sentences.
 * :func:`select_breast_sentences` keeps the sentences of a bilateral report that concern one breast.
@@ -86,7 +88,7 @@ EXAMPLE_REPORT = (
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Paper cleaning (spec §3.3)
+# Paper cleaning (docs/reference-notes.md §7.3)
 
 #: ``nltk.wordpunct_tokenize`` is ``RegexpTokenizer(r"\w+|[^\w\s]+")``: runs of word characters or of punctuation.
 _WORDPUNCT_RE = re.compile(r"\w+|[^\w\s]+")
@@ -114,8 +116,8 @@ def _clean_piece(piece: str) -> str:
 
 
 def clean_text(text: str | None, birads: bool = True, keep_decimals: bool = False) -> str:
-    """The paper's report cleaning (spec §3.3), e.g. ``"BI-RADS: 4, patient is 69 years old."`` →
-    ``"birads : 4 , patient is 69 years old"``.
+    """The paper's report cleaning (docs/reference-notes.md §7.3), e.g.
+    ``"BI-RADS: 4, patient is 69 years old."`` → ``"birads : 4 , patient is 69 years old"``.
 
     Newlines become spaces, every ``.`` ends a sentence (also inside decimals, as in the reference), each sentence is
     lowercased and tokenised into word / punctuation runs, sentences of ≤ 2 ASCII tokens are dropped, and the kept
@@ -272,8 +274,8 @@ def _as_rng(rng: Any) -> random.Random:
 def shuffle_sentences(sentences: Sequence[str], rng: random.Random | int | None = None) -> list[str]:
     """A seeded permutation of ``sentences`` that differs from the input order whenever that is possible.
 
-    (The reference's shuffle assigns to a loop variable and changes nothing, spec §3.5.) The multiset of sentences is
-    always kept.
+    (The reference's shuffle assigns to a loop variable and changes nothing, docs/reference-notes.md §7.5.)
+    The multiset of sentences is always kept.
     """
     rng = _as_rng(rng)
     items = list(sentences)
@@ -323,8 +325,9 @@ def augment_sentences(sentences: Sequence[str], rng: random.Random | int | None 
 
 
 class BackTranslator:
-    """Back-translation English → pivot → English with two local MarianMT folders (spec §3.3: ``opus-mt-en-it`` and
-    ``opus-mt-it-en``, beam 5, sampling at temperature 1.5).
+    """Back-translation English → pivot → English with two local MarianMT folders
+    (docs/reference-notes.md §7.3: ``opus-mt-en-it`` and ``opus-mt-it-en``, beam 5, sampling at temperature
+    1.5).
 
     Nothing is downloaded: both folders must exist (``local_files_only=True``). MarianMT's tokenizer needs the
     ``sentencepiece`` package (``pip install sentencepiece``), which the kit does not install by default.
@@ -577,8 +580,8 @@ PROMPTS: dict[str, Any] = {
     },
 }
 
-#: The paper's single prompts (spec §4.1, ``zs_clip.yaml``), same structure as :data:`PROMPTS`. The reference
-#: configures no density prompts, so density has none here.
+#: The paper's single prompts (docs/reference-notes.md §8.1, ``zs_clip.yaml``), same structure as
+#: :data:`PROMPTS`. The reference configures no density prompts, so density has none here.
 PAPER_PROMPTS: dict[str, Any] = {
     "mass": (["no mass"], ["mass"]),
     "suspicious_calcification": (["no suspicious calcification"], ["suspicious calcification"]),

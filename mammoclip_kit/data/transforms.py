@@ -1,4 +1,4 @@
-"""Image loading and the one inference transform used everywhere (spec §2.7).
+"""Image loading and the one inference transform used everywhere (docs/reference-notes.md §6.3).
 
 The released models expect: the preprocessed grayscale PNG repeated to 3 channels, converted to float, min–max scaled
 over the whole image, then standardised with the paper's mean and std. :func:`to_model_input` is that recipe; every
@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import torch
 
-#: Mean and std of the min–max scaled training images (spec §1.4, ``base.mean`` / ``base.std``).
+#: Mean and std of the min–max scaled training images (docs/reference-notes.md §1.4, ``base.mean`` /
+#: ``base.std``).
 PAPER_MEAN = 0.3089279
 PAPER_STD = 0.25053555408335154
 #: The paper's model input, height × width.
@@ -67,7 +68,8 @@ def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Training augmentation (spec §3.6, with random parameters per call instead of the reference's frozen values)
+# Training augmentation (docs/reference-notes.md §7.6, with random parameters per call instead of the
+# reference's frozen values)
 # ---------------------------------------------------------------------------------------------------------------------
 
 

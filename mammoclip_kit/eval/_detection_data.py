@@ -1,4 +1,5 @@
-"""Detection data: the paper's image selection, box-consistent augmentation and the dataset (spec §4.4).
+"""Detection data: the paper's image selection, box-consistent augmentation and the dataset
+(docs/reference-notes.md §8.4).
 
 The paper trains one detector per finding on the VinDr images that contain at least one box of that finding, with
 flips and a random affine transform (rotate ±20°, translate ±10 %, scale 0.8–1.2, shear ±20°) plus an elastic warp.

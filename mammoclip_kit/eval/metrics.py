@@ -1,4 +1,4 @@
-"""Evaluation metrics used across the kit (reference-spec §4.1–4.4, §7).
+"""Evaluation metrics used across the kit (docs/reference-notes.md §8.1–8.4, §8.10).
 
 Every metric takes plain arrays (NumPy, lists or CPU torch tensors) and returns plain Python floats or small dataclasses,
 so notebooks can print and serialise them directly.
@@ -8,9 +8,10 @@ so notebooks can print and serialise them directly.
   probability per patient × laterality, label = max), :func:`density_metrics` (accuracy, balanced accuracy, macro-F1).
 * Uncertainty: :func:`bootstrap_ci`, a seeded percentile bootstrap that can resample whole patients (``groups``).
 * Localisation: :func:`box_iou`, :func:`voc_ap` (VOC all-point interpolation with the precision envelope),
-  :func:`average_precision_at_iou` (the reference detector's matching rule, spec §4.4) and :func:`pointing_game`.
+  :func:`average_precision_at_iou` (the reference detector's matching rule, docs/reference-notes.md §8.4) and
+  :func:`pointing_game`.
 * Retrieval: :func:`retrieval_metrics` (Recall@k and mean / median rank in both directions, duplicated texts merged as in
-  spec §4.2).
+  docs/reference-notes.md §8.2).
 """
 
 from __future__ import annotations
@@ -274,7 +275,8 @@ def box_iou(a: Any, b: Any) -> np.ndarray:
 
 
 def voc_ap(recall: Any, precision: Any) -> float:
-    """VOC all-point interpolated average precision (spec §4.4, py-faster-rcnn's ``_compute_ap``).
+    """VOC all-point interpolated average precision (docs/reference-notes.md §8.4, py-faster-rcnn's
+    ``_compute_ap``).
 
     Pads recall with 0 and 1 and precision with 0 and 0, replaces every precision by the maximum precision at any higher
     recall (the precision envelope), then sums ``Δrecall × envelope`` over the points where recall changes.
@@ -305,7 +307,8 @@ class APResult:
 def average_precision_at_iou(predictions: Sequence[tuple[Any, Any]], ground_truth: Sequence[Any],
                              iou_threshold: float = 0.5, score_threshold: float | None = None,
                              max_detections: int | None = None) -> APResult:
-    """Detection AP of one class at one IoU threshold, following the reference detector's rule (spec §4.4).
+    """Detection AP of one class at one IoU threshold, following the reference detector's rule
+    (docs/reference-notes.md §8.4).
 
     ``predictions[i] = (boxes N×4, scores N)`` and ``ground_truth[i] = boxes M×4`` for image ``i`` (xyxy, same pixel
     frame). Per image, detections above ``score_threshold`` (if given) are sorted by score and capped at
@@ -413,13 +416,14 @@ def retrieval_metrics(image_emb: Any, text_emb: Any, ks: Sequence[int] = (1, 5, 
                       text_ids: Sequence[Any] | None = None) -> dict[str, float]:
     """Image→text and text→image retrieval of paired embeddings (row ``i`` of both belongs together).
 
-    Similarity is cosine (rows are L2-normalised here). As in the reference (spec §4.2) duplicated texts are merged:
-    ``text_ids`` (e.g. the report strings; default: every row is its own text) groups rows with the same text, each
-    group is represented once (its first embedding) in the text gallery, and an image's target is its group. For
-    text→image, each unique text queries all images and any image of its group is a correct hit. The rank of a query is
-    ``1 +`` the number of candidates strictly more similar than its best correct candidate (ties resolved in the
-    query's favour). Returns ``image_to_text_R@k`` / ``text_to_image_R@k`` (fractions of queries with rank ≤ k) and
-    ``*_mean_rank`` / ``*_median_rank``, plus ``n_images`` and ``n_texts`` (unique).
+    Similarity is cosine (rows are L2-normalised here). As in the reference (docs/reference-notes.md §8.2)
+    duplicated texts are merged: ``text_ids`` (e.g. the report strings; default: every row is its own text)
+    groups rows with the same text, each group is represented once (its first embedding) in the text gallery,
+    and an image's target is its group. For text→image, each unique text queries all images and any image of
+    its group is a correct hit. The rank of a query is ``1 +`` the number of candidates strictly more similar
+    than its best correct candidate (ties resolved in the query's favour). Returns ``image_to_text_R@k`` /
+    ``text_to_image_R@k`` (fractions of queries with rank ≤ k) and ``*_mean_rank`` / ``*_median_rank``, plus
+    ``n_images`` and ``n_texts`` (unique).
     """
     images = _as_numpy(image_emb, "image_emb").astype(np.float64)
     texts = _as_numpy(text_emb, "text_emb").astype(np.float64)

@@ -1,8 +1,8 @@
 """The Mammo-CLIP model: image tower + text tower + linear projections to a shared space + a learnable logit scale.
 
 Parameter names follow the released checkpoints (``image_encoder.*``, ``text_encoder.text_encoder.*``,
-``image_projection.projection.*``, ``text_projection.projection.*``, ``logit_scale``; reference-spec §1.3, §2.1), so a
-released state dict and a kit state dict are the same thing.
+``image_projection.projection.*``, ``text_projection.projection.*``, ``logit_scale``;
+docs/reference-notes.md §1.3, §3.4), so a released state dict and a kit state dict are the same thing.
 
 A kit checkpoint is a folder: ``model.safetensors`` (all weights), ``config.json`` (a :class:`ClipConfig`, no absolute
 paths) and ``text_encoder/`` (the text model's config and tokenizer files), so :func:`from_pretrained` works offline.

@@ -2,9 +2,10 @@
 
 EfficientNet (Tan & Le, ICML 2019, https://arxiv.org/abs/1905.11946) scales one base network (B0) by a width multiplier
 (channels), a depth multiplier (blocks per stage) and a nominal resolution. The released Mammo-CLIP encoders are B2 and B5
-built with "SAME" padding fixed from the nominal resolution (reference-spec §2.2); this module rebuilds that network from
-the published facts, with the module names of the checkpoints (``_conv_stem``, ``_bn0``, ``_blocks.{i}._expand_conv`` …,
-``_conv_head``, ``_bn1``; no classifier), so that ``image_encoder.*`` weights load with no renaming.
+built with "SAME" padding fixed from the nominal resolution (docs/reference-notes.md §2.4); this module
+rebuilds that network from the published facts, with the module names of the checkpoints (``_conv_stem``,
+``_bn0``, ``_blocks.{i}._expand_conv`` …, ``_conv_head``, ``_bn1``; no classifier), so that
+``image_encoder.*`` weights load with no renaming.
 
 Padding is a construction option: ``"static"`` (pads fixed from ``nominal_size``, exact for the released weights) or
 ``"dynamic"`` (TF-SAME from the real input, as timm's ``tf_efficientnet_*``). Small variants (``tiny``, ``micro``) keep
@@ -70,7 +71,7 @@ VARIANTS: dict[str, tuple[float, float, int, float]] = {
     "micro": (0.25, 0.25, 128, 0.1),
 }
 
-#: Detector taps of the released encoders (reference-spec §4.4: ``source_layer_indexes``).
+#: Detector taps of the released encoders (docs/reference-notes.md §8.4: ``source_layer_indexes``).
 _REFERENCE_TAPS = {"b2": (15, 21), "b5": (26, 37)}
 
 

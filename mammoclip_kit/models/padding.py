@@ -8,7 +8,7 @@ Two ways to choose ``size``:
 
 * **static** — ``size`` is fixed at construction, from a *nominal* input resolution propagated through the network with
   ``ceil(size / stride)``. The released Mammo-CLIP encoders were built this way from 260 (B2) / 456 (B5) and then run on
-  1520×912 images, so reproducing their embeddings needs exactly these pads (reference-spec §2.2).
+  1520×912 images, so reproducing their embeddings needs exactly these pads (docs/reference-notes.md §2.4).
 * **dynamic** — ``size`` is the real input size, computed at every forward (what timm's ``tf_*`` models do).
 
 For stride 1 and an odd kernel both rules give the symmetric ``(k - 1) / 2`` on each side.

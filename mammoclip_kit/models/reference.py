@@ -3,7 +3,7 @@ offline and exactly.
 
 The released files are PyTorch zip archives (despite the ``.tar`` suffix) holding ``model`` (the state dict), ``config``
 (the training config, partly OmegaConf objects), ``optimizer``, ``scheduler``, ``epoch`` and ``train_loss``
-(reference-spec §1.2–1.4). :func:`load_reference_checkpoint`:
+(docs/reference-notes.md §1.2–1.4). :func:`load_reference_checkpoint`:
 
 * reads the file with ``torch.load(weights_only=True)`` and an explicit allow-list: OmegaConf ``ListConfig`` /
   ``DictConfig`` / value nodes are rebuilt as plain lists, dicts and values by inert stand-in classes (``omegaconf``
@@ -49,7 +49,7 @@ REFERENCE_PREFIXES: tuple[str, ...] = ("image_encoder.", "text_encoder.text_enco
                                        "text_projection.projection.", "logit_scale")
 #: Buffers some transformers versions persist and others do not; harmless when absent from the model.
 IGNORABLE_SUFFIXES: tuple[str, ...] = ("embeddings.position_ids", "embeddings.token_type_ids")
-#: Image-encoder names in the released configs (reference-spec §1.4, §2.2).
+#: Image-encoder names in the released configs (docs/reference-notes.md §1.4, §2.1).
 REFERENCE_ENCODER_NAMES = {"tf_efficientnet_b5_ns-detect": "b5", "tf_efficientnetv2-detect": "b2"}
 _DEFAULT_TEXT_ENCODER = "emilyalsentzer/Bio_ClinicalBERT"
 
@@ -463,7 +463,8 @@ def _fake_list_config(values: list[Any], parent: Any, key: str) -> Any:
 
 
 def _reference_config(arch: str, text_name: str) -> dict[str, Any]:
-    """A config shaped like the released ones (§1.4), with the authors'-style absolute paths."""
+    """A config shaped like the released ones (docs/reference-notes.md §1.4), with the authors'-style absolute
+    paths."""
     root = "/ocean/projects/example/user/Mammo-CLIP"
     encoder = "tf_efficientnet_b5_ns-detect" if arch == "b5" else "tf_efficientnetv2-detect"
     transform_parent = _FakeDictConfig({"_metadata": None, "_parent": None, "_content": {}})
@@ -496,7 +497,7 @@ def _reference_config(arch: str, text_name: str) -> dict[str, Any]:
 
 def write_reference_checkpoint(model: MammoClip, path: str | os.PathLike, arch: str = "b5", epoch: int | None = None,
                                include_position_ids: bool = True, text_name: str = _DEFAULT_TEXT_ENCODER) -> Path:
-    """Write ``model``'s weights in the released format (reference-spec §1.2–1.4) to ``path``.
+    """Write ``model``'s weights in the released format (docs/reference-notes.md §1.2–1.4) to ``path``.
 
     ``model`` should have an EfficientNet-``arch`` image tower (any text tower). The config mimics the released one,
     including an OmegaConf ``ListConfig`` and absolute paths, so loaders are tested against what they will meet.

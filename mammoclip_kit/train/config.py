@@ -62,7 +62,7 @@ class PretrainConfig:
     max_train_rows: int | None = None             # cap on breasts per source (smoke)
     augment: bool = True                          # the paper's image augmentation in training
     cache_images: bool = True                     # keep decoded (resized) PNGs in memory
-    # optimisation (spec §3.9)
+    # optimisation (docs/reference-notes.md §7.8)
     epochs: int = 10
     max_steps: int | None = None                  # cap on optimizer steps (also shortens the schedule)
     batch_size: int = 8

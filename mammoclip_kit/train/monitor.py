@@ -1,10 +1,11 @@
 """Held-out metrics computed during pretraining: zero-shot AUC and image ↔ text retrieval recall@k.
 
-Zero-shot follows spec §4.1 (softmax over cosine similarities to a negative and a positive prompt class) with the kit's
-prompt ensembles (:data:`mammoclip_kit.data.text.PROMPTS`, ``"ensemble"`` scoring) and, for comparison, the paper's
-single prompts (``"reference"`` scoring). The AUC does not depend on the logit scale: with two classes the positive
-probability is a monotone function of the cosine difference. Retrieval follows spec §4.2: texts are de-duplicated, an
-image counts as retrieved at k when its own text ranks within the top k; a text when any of its images does.
+Zero-shot follows docs/reference-notes.md §8.1 (softmax over cosine similarities to a negative and a positive
+prompt class) with the kit's prompt ensembles (:data:`mammoclip_kit.data.text.PROMPTS`, ``"ensemble"``
+scoring) and, for comparison, the paper's single prompts (``"reference"`` scoring). The AUC does not depend on
+the logit scale: with two classes the positive probability is a monotone function of the cosine difference.
+Retrieval follows docs/reference-notes.md §8.2: texts are de-duplicated, an image counts as retrieved at k
+when its own text ranks within the top k; a text when any of its images does.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def binary_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
 
 def retrieval_recall(image_emb: torch.Tensor, texts: Sequence[str], text_emb_by_text: dict[str, torch.Tensor],
                      ks: Sequence[int]) -> dict[str, float]:
-    """Image→text and text→image recall@k over de-duplicated texts (spec §4.2); also the mean image→text rank."""
+    """Image→text and text→image recall@k over de-duplicated texts (docs/reference-notes.md §8.2); also the
+    mean image→text rank."""
     unique = list(dict.fromkeys(texts))
     position = {t: i for i, t in enumerate(unique)}
     target = torch.tensor([position[t] for t in texts])

@@ -51,7 +51,7 @@ def build_datasets(cfg: PretrainConfig, tables_dir: Path, root: Path,
     """Training dataset (mixed when several sources), validation datasets per source, and the training texts.
 
     Reports: ``fold != val_fold`` trains, ``fold == val_fold`` validates. VinDr image-label rows: ``split ==
-    "training"`` trains, ``"test"`` validates (spec §3.2).
+    "training"`` trains, ``"test"`` validates (docs/reference-notes.md §7.2).
     """
     train_parts, val_parts, texts = [], {}, []
     common = {"image_size": image_size, "seed": cfg.seed, "cache_images": cfg.cache_images}

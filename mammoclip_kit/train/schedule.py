@@ -1,4 +1,4 @@
-"""Learning-rate schedules stepped per iteration (spec §3.9).
+"""Learning-rate schedules stepped per iteration (docs/reference-notes.md §7.8).
 
 ``warmup_cos2``: the reference's ``LinearWarmupCosineAnnealingLR`` — multiplier ``step / warmup`` during warm-up, then
 ``cos²(progress · π/2)`` floored at 0, where ``progress = (step − warmup) / (total − warmup)``. ``cosine``: linear

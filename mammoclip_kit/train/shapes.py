@@ -1,14 +1,15 @@
 """A formula-driven stand-in for ImageNet initialisation: pretrain the image tower on procedurally drawn shapes.
 
-The paper's image towers start from ImageNet weights (EfficientNet-B2/B5, spec §2); the contrastive stage only has to
-*align* features that already exist. Those weights cannot be downloaded here, and an EfficientNet trained from scratch
-in a few CPU minutes of image–report contrast learns the easy, global cues first (breast shape, density) and not small
-findings. Formula-driven supervised learning (Kataoka et al., ACCV 2020, "FractalDB"; Baradad et al., NeurIPS 2021,
-"Learning to see by looking at noise") shows that images drawn from formulas can replace natural images for
-pretraining. This module does the smallest useful version of that: every image is a 1/f^β noise background with one to
-three copies of one primitive (:data:`SHAPES`: disks, rings, squares, triangles, stars, bars, dot clusters, or nothing),
-of random size, position, contrast sign and blur; the tower learns to name the primitive. Nothing here comes from a
-mammogram, a report or a label of the cohort.
+The paper's image towers start from ImageNet weights (EfficientNet-B2/B5, docs/reference-notes.md §2); the
+contrastive stage only has to *align* features that already exist. Those weights cannot be downloaded here,
+and an EfficientNet trained from scratch in a few CPU minutes of image–report contrast learns the easy, global
+cues first (breast shape, density) and not small findings. Formula-driven supervised learning (Kataoka et al.,
+ACCV 2020, "FractalDB"; Baradad et al., NeurIPS 2021, "Learning to see by looking at noise") shows that images
+drawn from formulas can replace natural images for pretraining. This module does the smallest useful version
+of that: every image is a 1/f^β noise background with one to three copies of one primitive (:data:`SHAPES`:
+disks, rings, squares, triangles, stars, bars, dot clusters, or nothing), of random size, position, contrast
+sign and blur; the tower learns to name the primitive. Nothing here comes from a mammogram, a report or a
+label of the cohort.
 
 Public API: :data:`SHAPES`, :func:`render_shapes`, :class:`ShapesConfig`, :func:`pretrain_on_shapes`,
 :func:`load_shapes_init`, :func:`ensure_shapes_init` (what ``image_init: shapes`` in a pretraining config runs).

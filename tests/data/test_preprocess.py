@@ -37,7 +37,8 @@ PHI = {"PatientName": "Qwertyson^Zelda", "PatientBirthDate": "19010203", "Instit
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# An independent, deliberately plain re-implementation of the published algorithm (reference-spec.md §5).
+# An independent, deliberately plain re-implementation of the published algorithm
+# (docs/reference-notes.md §6.1).
 
 
 def _reference_longest_runs(flags):

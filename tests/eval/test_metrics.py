@@ -170,7 +170,8 @@ def test_average_precision_hand_computed():
 
 
 def test_average_precision_matches_argmax_ground_truth_only():
-    # both detections' best box is g1; the second is FP although its IoU with g2 is 100/120 >= 0.5 (spec §4.4)
+    # both detections' best box is g1; the second is FP although its IoU with g2 is 100/120 >= 0.5
+    # (docs/reference-notes.md §8.4)
     predictions = [(np.array([[0, 0, 10, 10], [0, 0, 10, 10]]), np.array([0.9, 0.8]))]
     ground_truth = [np.array([[0, 0, 10, 10], [0, 0, 10, 12]])]
     res = M.average_precision_at_iou(predictions, ground_truth)

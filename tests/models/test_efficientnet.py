@@ -10,8 +10,8 @@ import torch
 from mammoclip_kit.models.efficientnet import efficientnet, reference_taps, round_filters, round_repeats
 from mammoclip_kit.models.padding import Conv2dDynamicSame, same_padding
 
-# Stage layout of the released encoders as stated in reference-spec §2.2: (first block, last block, kernel, stride,
-# expansion, in channels, out channels).
+# Stage layout of the released encoders as stated in docs/reference-notes.md §2.2: (first block, last block,
+# kernel, stride, expansion, in channels, out channels).
 SPEC_LAYOUT = {
     "b5": [(0, 2, 3, 1, 1, 48, 24), (3, 7, 3, 2, 6, 24, 40), (8, 12, 5, 2, 6, 40, 64), (13, 19, 3, 2, 6, 64, 128),
            (20, 26, 5, 1, 6, 128, 176), (27, 35, 5, 2, 6, 176, 304), (36, 38, 3, 1, 6, 304, 512)],
@@ -21,7 +21,8 @@ SPEC_LAYOUT = {
 SPEC_HEAD = {"b5": 2048, "b2": 1408}
 SPEC_ENTRIES = {"b5": 852, "b2": 506}
 SPEC_PARAMS_M = {"b5": 28.34, "b2": 7.70}
-# Static pads (before, after) of the stride-2 convs, spec §2.2 table: stem, then the first depthwise of stages 2/3/4/6.
+# Static pads (before, after) of the stride-2 convs, docs/reference-notes.md §2.4 table: stem, then the first
+# depthwise of stages 2/3/4/6.
 SPEC_STATIC_PADS = {
     "b2": {"_conv_stem": (0, 1), "_blocks.2._depthwise_conv": (0, 1), "_blocks.5._depthwise_conv": (2, 2),
            "_blocks.8._depthwise_conv": (1, 1), "_blocks.16._depthwise_conv": (2, 2)},
@@ -32,7 +33,8 @@ BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "num_batches_tra
 
 
 def expected_state_shapes(arch: str) -> dict[str, tuple[int, ...]]:
-    """The lukemelas-style key set and shapes, derived from the spec's layout only (not from the kit's code)."""
+    """The lukemelas-style key set and shapes, derived from the layout in docs/reference-notes.md §2.2 only
+    (not from the kit's code)."""
     shapes: dict[str, tuple[int, ...]] = {}
 
     def bn(prefix: str, channels: int) -> None:
@@ -157,7 +159,7 @@ def test_detector_taps():
 
 
 def _timm_name(name: str, specs) -> str:
-    """Kit (lukemelas) key → timm ``tf_efficientnet`` key (spec §2.2 naming note)."""
+    """Kit (lukemelas) key → timm ``tf_efficientnet`` key (docs/reference-notes.md §2.5 naming note)."""
     if not name.startswith("_blocks."):
         module, rest = name.split(".", 1)
         return {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2"}[module] + "." + rest
@@ -253,8 +255,9 @@ def test_drop_connect_and_dropout_only_in_training():
 
 @pytest.mark.parametrize("arch, size", [("b2", (190, 114)), ("b5", (114, 72))])
 def test_static_mode_matches_the_upstream_lukemelas_port(arch, size):
-    """The released encoders are a copy of lukemelas/EfficientNet-PyTorch (spec §2.2); the kit's static mode must give
-    its outputs (1e-5), while dynamic padding must not (the bold cells of the spec's table)."""
+    """The released encoders are a copy of lukemelas/EfficientNet-PyTorch (docs/reference-notes.md §2.1); the
+    kit's static mode must give its outputs (1e-5), while dynamic padding must not (the bold cells of the
+    table in docs/reference-notes.md §2.4)."""
     from efficientnet_pytorch import EfficientNet as Upstream
 
     torch.manual_seed(0)
