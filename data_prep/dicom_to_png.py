@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from mammoclip_kit.data.preprocess import MODES, find_sources, preprocess_many, read_source_list
+from mammoclip_kit.errors import cli_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.input.is_dir():

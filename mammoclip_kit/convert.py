@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from mammoclip_kit.errors import cli_errors
 from mammoclip_kit.models.clip import MammoClip, from_pretrained
 from mammoclip_kit.models.reference import load_reference_checkpoint
 
@@ -60,6 +61,7 @@ def check_parity(original: MammoClip, converted: MammoClip, image_size: tuple[in
     return result
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mammoclip_kit.convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="released .tar file (e.g. b5-model-best-epoch-7.tar)")

@@ -27,6 +27,8 @@ from typing import Any
 
 import pandas as pd
 
+from mammoclip_kit.errors import cli_errors
+
 #: Suffixes of files treated as released (pickle-in-zip) checkpoints rather than kit folders.
 REFERENCE_SUFFIXES = (".tar", ".pth", ".pt", ".ckpt")
 
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -27,6 +27,7 @@ from typing import Any
 
 from mammoclip_kit import env
 from mammoclip_kit.context import PARAMETERS, PROFILES
+from mammoclip_kit.errors import cli_errors
 
 NOTEBOOK_DIR = env.repo_root() / "notebooks"
 STATE_FILE = "runner_state.json"
@@ -279,6 +280,7 @@ def run(profile: str, *, only: list[str] | None = None, parameters: dict[str, An
     return results
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mammoclip-run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", required=True, choices=PROFILES)

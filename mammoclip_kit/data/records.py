@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from mammoclip_kit.data import text as textlib
+from mammoclip_kit.errors import cli_errors
 
 log = logging.getLogger(__name__)
 
@@ -184,16 +185,38 @@ def validate(df: pd.DataFrame, schema: Schema, source: str | os.PathLike) -> Non
                                   "number") from None
 
 
+#: Input tables that must hold at least one data row (a header-only file is an error, never an empty table).
+_NONEMPTY_INPUTS = frozenset({"VinDr breast-level annotations", "RSNA train.csv", "image-report table"})
+
+
+def read_csv_checked(path: str | os.PathLike, what: str = "CSV", **read_csv: Any) -> pd.DataFrame:
+    """``pd.read_csv`` whose failures (0-byte file, not UTF-8, malformed rows) raise :class:`SchemaError` naming the
+    file and the problem instead of a parser traceback."""
+    path = Path(path)
+    if path.is_dir():
+        raise SchemaError(f"{path}: is a folder, expected a {what} file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise SchemaError(f"{path}: empty file (0 bytes); expected a {what} with a header row")
+    try:
+        return pd.read_csv(path, **read_csv)
+    except UnicodeDecodeError as error:
+        raise SchemaError(f"{path}: not UTF-8 text (byte {error.object[error.start:error.start + 1]!r} at offset "
+                          f"{error.start}); save the {what} as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise SchemaError(f"{path}: no header row; expected a {what} with a header row") from None
+    except pd.errors.ParserError as error:
+        raise SchemaError(f"{path}: not a readable CSV ({' '.join(str(error).split())})") from None
+
+
 def read_input_csv(path: str | os.PathLike, schema: Schema) -> pd.DataFrame:
     """Read an input CSV (identifiers as strings) and validate it; a missing file raises ``FileNotFoundError``."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"{path}: no such file (expected a {schema.name} CSV)")
-    try:
-        df = pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
-    except pd.errors.ParserError as error:
-        raise SchemaError(f"{path}: not a readable CSV ({error})") from None
+    df = read_csv_checked(path, f"{schema.name} CSV", dtype={c: str for c in ID_COLUMNS})
     validate(df, schema, path)
+    if schema.name in _NONEMPTY_INPUTS and not len(df):
+        raise SchemaError(f"{path}: header only, no data rows; a {schema.name} file needs at least one row")
     return df
 
 
@@ -209,10 +232,26 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     for column in out.columns:
         if out[column].map(lambda v: isinstance(v, (list, tuple))).any():
             out[column] = out[column].map(lambda v: json.dumps(list(v)) if isinstance(v, (list, tuple)) else v)
-    tmp = path.with_name(path.name + ".tmp")
-    out.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+    from mammoclip_kit.artifacts import atomic_write_csv
+
+    return atomic_write_csv(path, out)
+
+
+def require_rows(frames: Mapping[str, pd.DataFrame], dropped: pd.DataFrame, png_dir: str | os.PathLike) -> None:
+    """Refuse to write a built table with zero rows (an existing good table is never replaced by an empty one).
+
+    The message names the table, the PNG folder and the first reasons images were left out (e.g. a misspelt
+    ``--png-dir``: every image then has "no PNG at ...").
+    """
+    empty = [name for name, frame in frames.items() if not name.endswith(("_boxes",)) and not len(frame)]
+    if not empty:
+        return
+    reasons = []
+    if dropped is not None and len(dropped):
+        reasons = list(dict.fromkeys(str(r) for r in dropped["reason"]))[:2]
+    why = f"{len(dropped)} image(s) left out, e.g. {'; '.join(reasons)}" if reasons else "no input rows"
+    raise SchemaError(f"{', '.join(empty)}: 0 rows kept from PNG folder {png_dir} ({why}); nothing written — check "
+                      "--png-dir / --png-root")
 
 
 def _decode_list(value: Any, path: Path, row: int, column: str) -> Any:
@@ -233,7 +272,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such table (build it with mammoclip_kit.data.records.ensure_tables)")
-    df = pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
+    df = read_csv_checked(path, "built table", dtype={c: str for c in ID_COLUMNS})
     for column in df.columns:
         if not (df[column].dtype == object or pd.api.types.is_string_dtype(df[column])):
             continue
@@ -289,7 +328,7 @@ def _read_manifest(png_dir: Path) -> pd.DataFrame | None:
     path = png_dir / "manifest.csv"
     if not path.is_file():
         return None
-    manifest = pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
+    manifest = read_csv_checked(path, "PNG manifest", dtype={c: str for c in ID_COLUMNS})
     if "image_id" not in manifest.columns:
         raise SchemaError(f"{path}: missing column image_id")
     return manifest.drop_duplicates("image_id", keep="last").set_index("image_id", drop=False)
@@ -756,6 +795,7 @@ def ensure_tables(ctx: Any, datasets: Sequence[str] | None = None) -> dict[str, 
                                    n_folds=config.n_folds, seed=ctx.seed, config=config.report_config(),
                                    back_translator=translator)
             frames = {"reports_pretrain": result.pretrain}
+        require_rows(frames, result.dropped, png_dir)
         for name, frame in frames.items():
             write_table(frame, outputs[name])
         print(f"tables {dataset:<8} built in {time.perf_counter() - started:.1f} s: "
@@ -796,6 +836,7 @@ def _dataset_dir(data_root: Path, dataset: str) -> Path:
     return sub if sub.is_dir() else data_root
 
 
+@cli_errors
 def build_cli(dataset: str, argv: Sequence[str] | None = None, description: str | None = None) -> dict[str, Path]:
     """Parse the shared builder options, build ``dataset``'s tables, write them and print their row counts."""
     import argparse
@@ -841,6 +882,7 @@ def build_cli(dataset: str, argv: Sequence[str] | None = None, description: str 
     except (SchemaError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    require_rows(frames, result.dropped, png_dir)
     paths = {name: write_table(frame, args.out / f"{name}.csv") for name, frame in frames.items()}
     for name, frame in frames.items():
         print(f"{name:<18} {len(frame):>7} rows → {paths[name]}")
