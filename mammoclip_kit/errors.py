@@ -26,7 +26,9 @@ class UserError(ValueError):
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [ValueError, OSError, KeyError]  # ValueError covers UnicodeDecodeError,
+    import pickle
+
+    types: list[type[BaseException]] = [ValueError, OSError, KeyError, pickle.UnpicklingError]  # ValueError covers UnicodeDecodeError,
     # json.JSONDecodeError, pandas' EmptyDataError / ParserError and the kit's SchemaError / DicomError / ...
     try:
         import yaml
