@@ -110,7 +110,7 @@ def test_make_cohort_refuses_real_data_root(tmp_path: Path, capsys):
     code, _, err = run_cli(make_cohort.main,
                            ["--preset", "smoke", "--out", str(root), "--n-patients", "1", "--image-scale", "0.05",
                             "--quiet", "--workers", "1"], capsys)
-    assert_clear_error(code, err, str(root), "not a generated cohort")
+    assert_clear_error(code, err, str(root), "not a cohort folder")
     assert tree_digest(root) == before
     assert not list(tmp_path.glob(".W.partial-*"))
 

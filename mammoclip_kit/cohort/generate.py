@@ -276,7 +276,8 @@ def _check_cohort_folder(out_dir: Path) -> None:
     if not entries:
         return
     if not is_generated_cohort(out_dir):
-        raise FileExistsError(f"{out_dir}: not empty and not a generated cohort (no {MARKER_NAME} marker; found "
+        raise FileExistsError(f"{out_dir}: not empty and not a cohort folder the kit generated (no {MARKER_NAME} marker; "
+                              f"found "
                               f"{sorted(entries)[:5]}); refusing to replace it — choose an empty or new folder")
     if entries - _COHORT_ENTRIES:
         raise FileExistsError(f"{out_dir}: a generated cohort that also holds other files "
