@@ -417,6 +417,14 @@ def build_parser(prog: str = "python -m data_prep.make_cohort") -> argparse.Argu
 
 
 def parse_n_patients(value: str | None) -> int | dict[str, int] | None:
+    try:
+        return _parse_n_patients(value)
+    except ValueError:
+        raise ValueError(f"--n-patients {value!r}: expected a number (4) or part=number pairs "
+                         "(vindr=250,rsna=150,reports=300)") from None
+
+
+def _parse_n_patients(value: str | None) -> int | dict[str, int] | None:
     if value is None:
         return None
     if "=" not in value:

@@ -549,10 +549,11 @@ def find_sources(folder: str | os.PathLike, patterns: Sequence[str] = ("*.dcm", 
 def read_source_list(csv_path: str | os.PathLike, column: str | None = None,
                      root: str | os.PathLike | None = None) -> list[Path]:
     """DICOM paths from a CSV column (``path``, ``source``, ``file`` or ``dicom``), relative paths under ``root``."""
-    import pandas as pd
+
+    from mammoclip_kit.data.records import read_csv_checked
 
     csv_path = Path(csv_path)
-    table = pd.read_csv(csv_path, dtype=str)
+    table = read_csv_checked(csv_path, "list of DICOM files", dtype=str)
     candidates = [column] if column else ["path", "source", "file", "dicom", "filename"]
     picked = next((c for c in candidates if c in table.columns), None)
     if picked is None:
