@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failures:
         print(f"error: {len(failures)} of {len(args.image)} image(s) failed (listed above as 'skipped')",
               file=sys.stderr)
-        return 1
+        return 2 if len(table) == 0 else 1  # 1: some images have results, 2: none
     return 0
 
 

@@ -439,6 +439,11 @@ def case_tables_out_below_a_file(t, cohort, pngs):
     return _builder(build_vindr.main, cohort, t, pngs, t / "file" / "tables"), ["file"]
 
 
+def case_tables_out_read_only(t, cohort, pngs):
+    # /sys is read-only for every user (root included) on Linux; elsewhere its parent (/) is not writable either
+    return _builder(build_vindr.main, cohort, t, pngs, Path("/sys/mammoclip-kit-test/tables")), ["/sys"]
+
+
 def case_dicom_list_0_bytes(t, cohort, pngs):
     (t / "list.csv").write_bytes(b"")
     return (dicom_to_png.main, [str(t / "list.csv"), "--out", str(t / "png")]), ["list.csv", "0 bytes"]
@@ -519,6 +524,7 @@ CLEAR_ERRORS = {
     "csv: reports.csv duplicate image_id": case_reports_duplicate_image_id,
     "output: tables --out is a file": case_tables_out_is_a_file,
     "output: tables --out below a file": case_tables_out_below_a_file,
+    "output: tables --out read-only": case_tables_out_read_only,
     "csv: DICOM list 0 bytes": case_dicom_list_0_bytes,
     "csv: DICOM list not UTF-8": case_dicom_list_not_utf8,
     "output: dicom_to_png --out is a file": case_dicom_to_png_out_is_a_file,
@@ -823,3 +829,33 @@ def test_resume_with_another_config_is_refused_unless_allowed(tmp_path: Path):
     result = train(PretrainConfig(**{**base, "lr": 0.1}), TinyClip(), *data(), out, progress=False,
                    allow_config_change=True)
     assert result.steps > 1
+
+
+def test_convert_force_replaces_the_whole_folder_and_a_failed_conversion_keeps_it(checkpoint: Path, tmp_path: Path,
+                                                                                 capsys):
+    from mammoclip_kit import convert
+    from mammoclip_kit.models.clip import from_pretrained
+    from mammoclip_kit.models.factory import create_model
+    from mammoclip_kit.models.reference import write_reference_checkpoint
+    from mammoclip_kit.models.towers import DEFAULT_CORPUS, build_small_bert
+
+    (checkpoint / "metrics.json").write_text("{\"trained\": true}")
+    (checkpoint / "train").mkdir()
+    (checkpoint / "train" / "last.pt").write_bytes(b"old state")
+    before = tree_digest(checkpoint)
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(b"")
+    code, _, err = run_cli(convert.main, [str(broken), str(checkpoint), "--force"], capsys)
+    assert_clear_error(code, err, "broken.tar", "0 bytes")
+    assert tree_digest(checkpoint) == before  # a failed conversion leaves the folder as it was
+
+    bert = build_small_bert(DEFAULT_CORPUS, tmp_path / "bert", vocab_size=300, hidden=32, layers=1, heads=2,
+                            max_length=64)
+    released = write_reference_checkpoint(create_model("paper-b2", text_encoder=str(bert), seed=7).eval(),
+                                          tmp_path / "b2-model-best-epoch-10.tar", arch="b2")
+    code, _, err = run_cli(convert.main, [str(released), str(checkpoint), "--text-encoder", str(bert), "--force"],
+                           capsys)
+    assert code == 0, err
+    assert not (checkpoint / "metrics.json").exists() and not (checkpoint / "train").exists()
+    assert (checkpoint / "conversion.json").is_file()
+    assert from_pretrained(checkpoint).config.image.name != "" and not list(tmp_path.glob(".ckpt.*"))
