@@ -47,6 +47,12 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 def one_line(error: BaseException) -> str:
     """The message of ``error`` on one line (white space collapsed; the type name when the message is empty)."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        # "[Errno 13] Permission denied: 'x'" → "x: permission denied (cannot write or create it here)"
+        hint = {13: " (no permission to write or create it)", 1: " (read-only location)",
+                17: " (a file is in the way)", 20: " (a parent of this path is a file, not a folder)",
+                30: " (read-only file system)"}.get(error.errno or 0, "")
+        return f"{error.filename}: {error.strerror.lower()}{hint}"
     text = " ".join(str(error.args[0] if isinstance(error, KeyError) and error.args else error).split())
     return text or type(error).__name__
 
