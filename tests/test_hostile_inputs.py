@@ -859,3 +859,22 @@ def test_convert_force_replaces_the_whole_folder_and_a_failed_conversion_keeps_i
     assert not (checkpoint / "metrics.json").exists() and not (checkpoint / "train").exists()
     assert (checkpoint / "conversion.json").is_file()
     assert from_pretrained(checkpoint).config.image.name != "" and not list(tmp_path.glob(".ckpt.*"))
+
+
+def test_non_finite_outputs_are_refused_and_json_stays_valid(smoke_checkpoint: Path, mammogram_png: Path,
+                                                             tmp_path: Path, capsys):
+    import torch
+
+    from mammoclip_kit.models.clip import from_pretrained
+
+    model = from_pretrained(smoke_checkpoint)
+    with torch.no_grad():
+        model.logit_scale.fill_(100.0)  # finite weight, but exp(100) overflows float32: every logit becomes ±inf/NaN
+    folder = model.save_pretrained(tmp_path / "overflow")
+    code, out, err = _predict(["--checkpoint", str(folder), "--image", str(mammogram_png), "--json", "--device",
+                               "cpu"], capsys)
+    assert code == 2 and "Traceback" not in err
+    records = json.loads(out)  # strict JSON: a bare NaN would not parse with allow_nan=False below
+    json.dumps(records, allow_nan=False)
+    assert records == [{"image": str(mammogram_png), "error": records[0]["error"]}]
+    assert "non-finite model output" in records[0]["error"]
