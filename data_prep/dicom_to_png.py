@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from mammoclip_kit.data.preprocess import MODES, find_sources, preprocess_many, read_source_list
+from mammoclip_kit.errors import cli_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip images already converted with the same settings (default)")
     resume.add_argument("--no-resume", dest="resume", action="store_false", help="convert everything again")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--skip-burned-in", action="store_true",
+                        help="leave out images whose header says BurnedInAnnotation = YES (listed in errors.csv)")
     return parser
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.input.is_dir():
@@ -63,11 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = preprocess_many(sources, args.out, mode=args.mode, height=args.height, width=args.width,
                                  bits=args.bits, workers=args.workers, resume=args.resume, root=root,
-                                 progress=not args.quiet, **options)
+                                 progress=not args.quiet, skip_burned_in=args.skip_burned_in, **options)
     except ValueError as exc:  # bad settings (e.g. --bits 16 with --mode paper)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.out}: {result.summary()}")
+    burned = int((result.manifest["burned_in_annotation"].astype(str) == "YES").sum())
+    if burned:
+        print(f"warning: {burned} image(s) have BurnedInAnnotation = YES (column burned_in_annotation of "
+              f"{args.out / 'manifest.csv'}); --skip-burned-in leaves them out", file=sys.stderr)
     if result.failed:
         print(f"{result.failed} file(s) failed; reasons in {args.out / 'errors.csv'}:")
         for row in result.errors.head(10).itertuples():

@@ -35,6 +35,51 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "retrain": (False, "recompute cached artefacts (checkpoints, features, sweeps) even when they exist"),
 }
 
+#: The type of each vocabulary parameter, checked by :func:`check_parameter` (the runner's ``-p`` values).
+PARAMETER_KINDS: dict[str, str] = {
+    "profile": "profile", "data_root": "path", "output_dir": "path", "checkpoint": "path", "text_encoder": "path",
+    "device": "device", "seed": "int>=0", "max_steps": "int>0", "batch_size": "int>0", "num_workers": "int>=0",
+    "retrain": "bool",
+}
+_DEVICE_PATTERN = r"(cpu|mps|meta|(cuda|xpu)(:\d+)?)"
+
+
+def check_parameter(name: str, value: Any) -> Any:
+    """``value`` of vocabulary parameter ``name`` checked against its type; returns it (strings of paths kept as
+    given). ``None`` always means "the profile's default". Raises ``ValueError`` naming the parameter and value."""
+    import re
+
+    if name not in PARAMETERS:
+        raise ValueError(f"parameter {name!r} is not in the shared vocabulary {sorted(PARAMETERS)}")
+    kind = PARAMETER_KINDS[name]
+    if value is None:
+        return None
+    bad = f"parameter {name}={value!r}"
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise ValueError(f"{bad}: expected True or False")
+    if kind.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{bad}: expected an integer")
+        if kind == "int>0" and value <= 0:
+            raise ValueError(f"{bad}: expected an integer > 0")
+        if value < 0:
+            raise ValueError(f"{bad}: expected an integer ≥ 0")
+        return value
+    if kind == "path" and isinstance(value, os.PathLike):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{bad}: expected a non-empty string")
+    if kind == "profile" and value not in PROFILES:
+        raise ValueError(f"{bad}: expected one of {', '.join(PROFILES)}")
+    if kind == "device" and not re.fullmatch(_DEVICE_PATTERN, value):
+        raise ValueError(f"{bad}: expected a torch device such as cpu, cuda, cuda:1 or mps")
+    return value
+
+
 CONFIG_DIR = env.repo_root() / "configs"
 
 

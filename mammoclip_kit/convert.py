@@ -11,14 +11,15 @@ the largest absolute difference of image and text embeddings on a fixed random b
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mammoclip_kit.errors import cli_errors
 from mammoclip_kit.inference import eval_mode, resolve_image_size
 from mammoclip_kit.models.clip import MammoClip
 from mammoclip_kit.models.loader import load_model
@@ -29,21 +30,63 @@ CHECK_TEXTS = ("no mass", "an irregular spiculated mass", "benign appearing calc
                "fine pleomorphic calcifications in a segmental distribution")
 
 
+def check_output_folder(out_dir: str | os.PathLike, force: bool = False) -> None:
+    """Refuse an output that would mix files of two models: an existing file, a non-empty folder (unless ``force``
+    and it is a kit checkpoint folder, which is then replaced whole), or a folder that is not a checkpoint at all."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir}: exists and is a file; give a folder for the converted checkpoint")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not (out_dir / "config.json").is_file():
+        raise FileExistsError(f"{out_dir}: not empty and not a kit checkpoint folder (no config.json); refusing to "
+                              "write into it — choose a new folder")
+    if not force:
+        raise FileExistsError(f"{out_dir}: already holds a checkpoint (its metrics.json / train/ would no longer match "
+                              "the new weights); pass --force to replace the whole folder, or choose a new one")
+
+
+def _replace_folder(staging: Path, out_dir: Path) -> None:
+    """Move ``staging`` to ``out_dir``; an existing ``out_dir`` is moved aside first and deleted only afterwards."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.replaced-{os.getpid()}"
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def convert(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, text_encoder: str | os.PathLike | None = None,
-            image_only: bool = False, strict: bool = True) -> tuple[Path, Any]:
-    """Load ``checkpoint`` safely (:func:`~mammoclip_kit.models.loader.load_model`) and write it to ``out_dir`` in the
-    kit format; returns the folder and the :class:`~mammoclip_kit.models.reference.LoadReport`."""
+            image_only: bool = False, strict: bool = True, force: bool = False) -> tuple[Path, Any]:
+    """Load ``checkpoint`` safely (:func:`~mammoclip_kit.models.loader.load_model`) and write it to ``out_dir`` in the kit format; returns the folder and the
+    :class:`~mammoclip_kit.models.reference.LoadReport`.
+
+    An existing checkpoint folder is refused unless ``force``; then the folder is replaced whole (no old
+    ``metrics.json`` or ``train/`` survives next to the new weights). The conversion is written into a sibling folder
+    first, so a failed conversion leaves ``out_dir`` as it was.
+    """
+    from mammoclip_kit.artifacts import atomic_write_json
+
+    out_dir = Path(out_dir)
+    check_output_folder(out_dir, force)
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"{checkpoint}: no such released checkpoint file")
     model = load_model(checkpoint, text_encoder=text_encoder, image_only=image_only, strict=strict, device="cpu",
                        verbose=False)
     report = model.load_report
-    out = model.save_pretrained(out_dir)
-    summary = {"source": Path(checkpoint).name, "arch": report.arch, "coverage": report.coverage,
-               "missing": report.missing, "unexpected": report.unexpected, "skipped": report.skipped,
-               "dropped_paths": report.dropped_paths, "epoch": report.epoch, "train_loss": report.train_loss}
-    (Path(out) / "conversion.json").write_text(json.dumps(summary, indent=2))
-    return out, report
+    staging = out_dir.parent / f".{out_dir.name}.converting-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        model.save_pretrained(staging)
+        summary = {"source": Path(checkpoint).name, "arch": report.arch, "coverage": report.coverage,
+                   "missing": report.missing, "unexpected": report.unexpected, "skipped": report.skipped,
+                   "dropped_paths": report.dropped_paths, "epoch": report.epoch, "train_loss": report.train_loss}
+        atomic_write_json(staging / "conversion.json", summary)
+        _replace_folder(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir, report
 
 
 @torch.inference_mode()
@@ -71,6 +114,7 @@ def _parity(original: MammoClip, converted: MammoClip, images: torch.Tensor) -> 
     return result
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mammoclip_kit.convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="released .tar file (e.g. b5-model-best-epoch-7.tar)")
@@ -83,10 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-size", type=int, nargs=2, default=(320, 192), metavar=("H", "W"),
                         help="image size of the parity batch (1520 912 reproduces the paper input; slower on CPU)")
     parser.add_argument("--non-strict", action="store_true", help="convert even if keys are missing or unused")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing kit checkpoint folder at OUT_DIR (the whole folder)")
     args = parser.parse_args(argv)
     try:
         out, report = convert(args.checkpoint, args.out_dir, text_encoder=args.text_encoder,
-                              image_only=args.image_only, strict=not args.non_strict)
+                              image_only=args.image_only, strict=not args.non_strict, force=args.force)
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

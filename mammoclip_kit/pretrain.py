@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mammoclip_kit.errors import cli_errors
 from mammoclip_kit.train.config import VARIANTS, load_config
 
 
@@ -39,10 +40,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="torch device (default: CUDA, then MPS, then CPU)")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing train/last.pt")
     parser.add_argument("--stop-at-step", type=int, default=None, help="save the state after this step and exit")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume train/last.pt even though the config differs from the interrupted run's")
     parser.add_argument("overrides", nargs="*", help="PretrainConfig overrides as key=value (YAML values)")
     return parser.parse_args(argv)
 
 
+@cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -75,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         env.seed_everything(cfg.seed)
         result = run_pretraining(cfg, Path(tables), Path(output_dir), out, device=info.device, dist_info=info,
-                                 resume=not args.no_resume, progress=info.is_main, stop_at_step=args.stop_at_step)
+                                 resume=not args.no_resume, progress=info.is_main, stop_at_step=args.stop_at_step,
+                                 allow_config_change=args.allow_config_change)
         if info.is_main:
             print(json.dumps({"out": str(out), "steps": result.steps, "interrupted": result.interrupted,
                               "wall_time_s": round(result.wall_time_s, 1),

@@ -66,6 +66,7 @@ from mammoclip_kit.cohort.config import (
 )
 from mammoclip_kit.cohort.patient import TRUTH_LESION_COLUMNS, render_patient
 from mammoclip_kit.cohort.patient import hex_id as _hex_id
+from mammoclip_kit.errors import cli_errors
 
 if TYPE_CHECKING:
     from mammoclip_kit.context import RunContext
@@ -158,6 +159,7 @@ def make_cohort(out_dir: str | Path, preset: str = "smoke", seed: int = 0, worke
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
+    _write_marker(out_dir)
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     tasks = plan_cohort(cfg, seed)
     args = [(task, cfg, str(out_dir)) for task in tasks]
@@ -250,15 +252,46 @@ def _disk_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-_COHORT_ENTRIES = {"vindr", "rsna", "reports", "truth", "cohort.json", "cohort.json.tmp"}
+#: The file the generator writes first into every cohort it builds: only folders holding it are ever replaced.
+MARKER_NAME = ".mammoclip-cohort"
+_MARKER_TEXT = "written by mammoclip_kit.cohort.generate; this folder is a generated teaching cohort\n"
+_COHORT_ENTRIES = {"vindr", "rsna", "reports", "truth", "cohort.json", "cohort.json.tmp", MARKER_NAME}
+
+
+def _write_marker(out_dir: Path) -> None:
+    (out_dir / MARKER_NAME).write_text(_MARKER_TEXT)
+
+
+def is_generated_cohort(folder: str | Path) -> bool:
+    """True when ``folder`` holds the marker the generator writes into every cohort it builds."""
+    marker = Path(folder) / MARKER_NAME
+    try:
+        if marker.is_file() and marker.read_text() == _MARKER_TEXT:
+            return True
+        # A cohort finished before the marker existed: the generator's own cohort.json is the proof.
+        record = json.loads((Path(folder) / "cohort.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"generator_version", "seed", "config", "summary"} <= set(record)
 
 
 def _check_cohort_folder(out_dir: Path) -> None:
-    """Refuse to replace a folder that holds anything but a (previous, possibly partial) cohort."""
+    """Refuse to replace a folder unless it is empty or a cohort this generator wrote (its marker file is there).
+
+    The folder names alone prove nothing: ``vindr/``, ``rsna/`` and ``reports/`` are also the real-data layout.
+    """
+    if not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir}: exists and is not a folder; choose a new folder for the cohort")
     entries = {p.name for p in out_dir.iterdir()}
+    if not entries:
+        return
+    if not is_generated_cohort(out_dir):
+        raise FileExistsError(f"{out_dir}: not empty and not a cohort folder the kit generated (no {MARKER_NAME} marker; "
+                              f"found "
+                              f"{sorted(entries)[:5]}); refusing to replace it — choose an empty or new folder")
     if entries - _COHORT_ENTRIES:
-        raise FileExistsError(f"{out_dir}: not empty and not a cohort folder (found "
-                              f"{sorted(entries - _COHORT_ENTRIES)[:5]}); choose an empty or new folder")
+        raise FileExistsError(f"{out_dir}: a generated cohort that also holds other files "
+                              f"{sorted(entries - _COHORT_ENTRIES)[:5]}; move them out or choose another folder")
 
 
 def _clear_cohort(out_dir: Path) -> None:
@@ -392,6 +425,14 @@ def build_parser(prog: str = "python -m data_prep.make_cohort") -> argparse.Argu
 
 
 def parse_n_patients(value: str | None) -> int | dict[str, int] | None:
+    try:
+        return _parse_n_patients(value)
+    except ValueError:
+        raise ValueError(f"--n-patients {value!r}: expected a number (4) or part=number pairs "
+                         "(vindr=250,rsna=150,reports=300)") from None
+
+
+def _parse_n_patients(value: str | None) -> int | dict[str, int] | None:
     if value is None:
         return None
     if "=" not in value:
@@ -403,6 +444,7 @@ def parse_n_patients(value: str | None) -> int | dict[str, int] | None:
     return out
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI entry: generate a cohort and print its summary."""
     args = build_parser().parse_args(argv)

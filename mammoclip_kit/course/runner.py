@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from mammoclip_kit import env
-from mammoclip_kit.context import PARAMETERS, PROFILES
+from mammoclip_kit.context import PARAMETER_KINDS, PARAMETERS, PROFILES, check_parameter
+from mammoclip_kit.errors import cli_errors
 
 NOTEBOOK_DIR = env.repo_root() / "notebooks"
 STATE_FILE = "runner_state.json"
@@ -91,6 +92,12 @@ def parse_parameter(text: str) -> tuple[str, Any]:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
         value = raw
+    if PARAMETER_KINDS.get(key) == "path" and value is not None:
+        value = raw  # a path or hub id stays the text as given (e.g. a folder named 2024)
+    try:
+        value = check_parameter(key, value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return key, value
 
 
@@ -264,6 +271,8 @@ def run(profile: str, *, only: list[str] | None = None, parameters: dict[str, An
     """Run the sequence; returns one result per selected notebook (see the module docstring)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
+    for name, value in (parameters or {}).items():  # typed and checked before any notebook starts
+        check_parameter(name, value)
     output_dir = Path(output) if output else env.default_runs_root() / profile
     output_dir.mkdir(parents=True, exist_ok=True)
     params = {**(parameters or {}), "profile": profile, "output_dir": str(output_dir.resolve())}
@@ -301,6 +310,7 @@ def run(profile: str, *, only: list[str] | None = None, parameters: dict[str, An
     return results
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mammoclip-run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", required=True, choices=PROFILES)

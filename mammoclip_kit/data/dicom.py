@@ -354,6 +354,38 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+#: Largest declared image (rows × columns) decoded: 2^28 pixels, about 13 times a full-field mammogram (4096 × 5120).
+MAX_PIXELS = 1 << 28
+_NUMERIC_TAGS = ("Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel",
+                 "NumberOfFrames", "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth")
+
+
+def check_header(path: Path, ds: Any) -> None:
+    """Refuse, before decoding, header values the pipeline would choke on: non-numeric numbers (e.g. a Window Center
+    of ``"abc"``) and a declared size too large to be a mammogram (a few bytes of a compressed file could otherwise
+    ask for gigabytes). Messages name the tag and value (these tags never hold patient identifiers)."""
+    for keyword in _NUMERIC_TAGS:
+        if keyword not in ds:
+            continue
+        try:
+            _floats(ds.get(keyword))
+        except (TypeError, ValueError):
+            raw = ds.get_item(keyword).value  # the raw element: converting it is what failed
+            raise DicomError(path, f"header tag {keyword}: value {_raw_text(raw)!r} is not a number") from None
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows * columns > MAX_PIXELS:
+        raise DicomError(path, f"declared size {rows} × {columns} pixels ({rows * columns:.3g}) is larger than "
+                               f"{MAX_PIXELS:.3g}; not a mammogram (a damaged or hostile header) — not decoded")
+    if rows < 1 or columns < 1:
+        raise DicomError(path, f"declared size {rows} × {columns} pixels; the image is empty")
+
+
+def _raw_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("latin-1", "replace").strip()[:40]
+    return str(value)[:40]
+
+
 def _decode(path: Path, ds: Any) -> DicomImage:
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raw = path.read_bytes()
@@ -366,6 +398,7 @@ def _decode(path: Path, ds: Any) -> DicomImage:
     if ts is None:
         raise DicomError(path, "no Transfer Syntax UID (0002,0010) in the file meta information")
     _check_decoder(path, ts)
+    check_header(path, ds)
     meta = safe_meta(ds)
     if meta["samples_per_pixel"] != 1:
         raise DicomError(path, f"colour image ({meta['samples_per_pixel']} samples per pixel, "

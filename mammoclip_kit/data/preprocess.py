@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,8 +94,10 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "image_id", "patient_id", "source", "output", "orig_height", "orig_width", "crop_x0", "crop_y0", "crop_x1",
     "crop_y1", "out_height", "out_width", "scale_x", "scale_y", "mode", "bits", "photometric", "bits_stored",
     "transfer_syntax", "manufacturer", "laterality", "view", "voi", "roi_contiguous", "settings", "source_bytes",
-    "source_mtime_ns",
+    "source_mtime_ns", "burned_in_annotation",
 )
+#: The record of the (mode, size, bits) a PNG folder belongs to, written by :func:`preprocess_many`.
+FOLDER_RECORD = "png_folder.json"
 ERROR_COLUMNS: tuple[str, ...] = ("source", "patient_id", "image_id", "error", "message")
 
 _JOURNAL = ".manifest.partial.jsonl"
@@ -461,6 +464,7 @@ def _row(src: Path, dst: Path, image: DicomImage, result: Processed, cfg: Prepro
         "roi_contiguous": result.roi_contiguous, "settings": cfg.key,
         # Resume redoes an image whose source changed (e.g. a regenerated cohort), not only a missing PNG.
         "source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns,
+        "burned_in_annotation": str(meta.get("burned_in_annotation", "") or "").upper(),
     }
 
 
@@ -560,10 +564,11 @@ def find_sources(folder: str | os.PathLike, patterns: Sequence[str] = ("*.dcm", 
 def read_source_list(csv_path: str | os.PathLike, column: str | None = None,
                      root: str | os.PathLike | None = None) -> list[Path]:
     """DICOM paths from a CSV column (``path``, ``source``, ``file`` or ``dicom``), relative paths under ``root``."""
-    import pandas as pd
+
+    from mammoclip_kit.data.records import read_csv_checked
 
     csv_path = Path(csv_path)
-    table = pd.read_csv(csv_path, dtype=str)
+    table = read_csv_checked(csv_path, "list of DICOM files", dtype=str)
     candidates = [column] if column else ["path", "source", "file", "dicom", "filename"]
     picked = next((c for c in candidates if c in table.columns), None)
     if picked is None:
@@ -645,9 +650,68 @@ def _write_if_changed(path: Path, table: pd.DataFrame) -> bool:
     return True
 
 
+def folder_setting(cfg: PreprocessConfig) -> dict[str, Any]:
+    """The part of the settings a PNG folder is bound to: PNGs of two modes, sizes or depths never share a folder."""
+    return {"mode": cfg.mode, "height": int(cfg.height), "width": int(cfg.width), "bits": int(cfg.bits)}
+
+
+def _describe_setting(setting: Mapping[str, Any]) -> str:
+    return f"mode {setting['mode']}, {setting['height']}×{setting['width']}, {setting['bits']}-bit"
+
+
+def recorded_folder_setting(out_dir: Path) -> dict[str, Any] | None:
+    """The (mode, size, bits) ``out_dir`` holds: its record, else inferred from an older manifest; None if new."""
+    record = out_dir / FOLDER_RECORD
+    if record.is_file():
+        try:
+            value = json.loads(record.read_text())
+        except (OSError, ValueError):
+            raise PreprocessError(f"{record}: unreadable folder record; move the folder aside and convert again") \
+                from None
+        return {k: value.get(k) for k in ("mode", "height", "width", "bits")}
+    manifest = out_dir / "manifest.csv"
+    if manifest.is_file() and manifest.stat().st_size:
+        import pandas as pd
+
+        try:
+            table = pd.read_csv(manifest, usecols=["mode", "out_height", "out_width", "bits"])
+        except (ValueError, pd.errors.ParserError):
+            raise PreprocessError(f"{manifest}: not a kit PNG manifest; choose another output folder") from None
+        settings = {(str(r.mode), int(r.out_height), int(r.out_width), int(r.bits)) for r in table.itertuples()}
+        if len(settings) > 1:
+            raise PreprocessError(f"{out_dir}: already mixes PNGs of {len(settings)} settings; convert into a new "
+                                  "folder (or --no-resume to redo this one)")
+        if settings:
+            mode, height, width, bits = settings.pop()
+            return {"mode": mode, "height": height, "width": width, "bits": bits}
+    return None
+
+
+def _claim_folder(out_dir: Path, cfg: PreprocessConfig, resume: bool) -> None:
+    """Bind ``out_dir`` to ``cfg``'s (mode, size, bits) or refuse; ``resume=False`` redoes a folder of another setting
+    (its old PNGs, listed in its manifest, are removed first so that none of them outlives its manifest row)."""
+    wanted = folder_setting(cfg)
+    recorded = recorded_folder_setting(out_dir)
+    if recorded is None and not (out_dir / "manifest.csv").is_file() and next(out_dir.glob("*/*.png"), None):
+        raise PreprocessError(f"{out_dir}: holds PNGs without a kit manifest.csv (another tool's or a PNG release); "
+                              "convert into a new folder")
+    if recorded is not None and recorded != wanted:
+        if resume:
+            raise PreprocessError(f"{out_dir}: holds PNGs made with {_describe_setting(recorded)}; this run asks for "
+                                  f"{_describe_setting(wanted)} — use another --out, or --no-resume to convert "
+                                  "everything again into this folder")
+        for row in _read_rows(out_dir).values():
+            (out_dir / str(row["output"])).unlink(missing_ok=True)
+    if not (out_dir / FOLDER_RECORD).is_file() or recorded != wanted:  # a rerun with the same setting writes nothing
+        from mammoclip_kit.artifacts import atomic_write_json
+
+        atomic_write_json(out_dir / FOLDER_RECORD, wanted)
+
+
 def preprocess_many(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *, mode: str, height: int,
                     width: int | None, bits: int = 8, workers: int = 1, resume: bool = True,
-                    root: str | os.PathLike | None = None, progress: bool = True, **options: Any) -> BatchResult:
+                    root: str | os.PathLike | None = None, progress: bool = True, skip_burned_in: bool = False,
+                    **options: Any) -> BatchResult:
     """Convert many DICOMs to ``out_dir/<patient_id>/<image_id>.png`` and write ``manifest.csv`` + ``errors.csv``.
 
     Args:
@@ -659,8 +723,13 @@ def preprocess_many(sources: Iterable[str | os.PathLike], out_dir: str | os.Path
             writes nothing. ``False`` converts everything again and the manifest lists only this run's images.
         root: data root; manifest ``source`` paths are stored relative to it (``output`` is relative to ``out_dir``).
         progress: show a tqdm progress bar.
+        skip_burned_in: leave out images whose header says ``BurnedInAnnotation = YES`` (text burned into the pixels
+            may identify the patient); they become ``errors.csv`` rows. Without it they are converted, counted in a
+            warning and flagged in the manifest's ``burned_in_annotation`` column.
 
-    Bad files never stop the batch: each becomes one ``errors.csv`` row (file, error type, reason).
+    Bad files never stop the batch: each becomes one ``errors.csv`` row (file, error type, reason), and a PNG an earlier
+    run made from a file that now fails is removed. The folder belongs to one (mode, size, bits) setting, recorded in
+    ``png_folder.json``: a resume with another setting is refused (see :func:`_claim_folder`).
     """
     import pandas as pd
 
@@ -669,7 +738,10 @@ def preprocess_many(sources: Iterable[str | os.PathLike], out_dir: str | os.Path
     start = time.perf_counter()
     cfg = PreprocessConfig(mode=mode, height=height, width=width, bits=bits, **options)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PreprocessError(f"{out_dir}: exists and is a file; give a folder for the PNGs")
     out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_folder(out_dir, cfg, resume)
     root_path = Path(root) if root is not None else None
     existing = _read_rows(out_dir) if resume else {}
 
@@ -705,12 +777,18 @@ def preprocess_many(sources: Iterable[str | os.PathLike], out_dir: str | os.Path
             results = _run_jobs(jobs, workers)
             for src, (status, record) in results:
                 rel_src, patient_id, image_id, rel_out = job_meta[src]
+                if status == "ok" and skip_burned_in and record.get("burned_in_annotation") == "YES":
+                    (out_dir / rel_out).unlink(missing_ok=True)
+                    status, record = "error", {"error": "BurnedInAnnotation",
+                                               "message": "BurnedInAnnotation = YES (skipped: --skip-burned-in)"}
                 if status == "ok":
                     record.update(source=rel_src, output=rel_out)
                     new_rows[rel_out] = record
                     journal.write(json.dumps(record) + "\n")
                     journal.flush()
                 else:
+                    # a PNG an earlier run made from this file must not outlive its (now dropped) manifest row
+                    (out_dir / rel_out).unlink(missing_ok=True)
                     errors.append({"source": rel_src, "patient_id": patient_id, "image_id": image_id, **record})
                 bar.update(1)
             bar.close()
@@ -724,6 +802,10 @@ def preprocess_many(sources: Iterable[str | os.PathLike], out_dir: str | os.Path
     _write_if_changed(out_dir / "manifest.csv", manifest)
     _write_if_changed(out_dir / "errors.csv", error_table)
     (out_dir / _JOURNAL).unlink(missing_ok=True)
+    burned = int((manifest["burned_in_annotation"].astype(str).str.upper() == "YES").sum())
+    if burned:
+        warnings.warn(f"{out_dir}: {burned} image(s) have BurnedInAnnotation = YES (flagged in manifest.csv column "
+                      "burned_in_annotation; --skip-burned-in leaves them out)", stacklevel=2)
     return BatchResult(out_dir, len(new_rows), skipped, len(errors), manifest, error_table,
                        time.perf_counter() - start)
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -57,6 +58,7 @@ import pandas as pd
 from mammoclip_kit.artifacts import ensure
 from mammoclip_kit.config import StageConfig
 from mammoclip_kit.data import text as textlib
+from mammoclip_kit.errors import cli_errors
 
 if TYPE_CHECKING:
     from mammoclip_kit.context import RunContext
@@ -192,16 +194,38 @@ def validate(df: pd.DataFrame, schema: Schema, source: str | os.PathLike) -> Non
                                   "number") from None
 
 
+#: Input tables that must hold at least one data row (a header-only file is an error, never an empty table).
+_NONEMPTY_INPUTS = frozenset({"VinDr breast-level annotations", "RSNA train.csv", "image-report table"})
+
+
+def read_csv_checked(path: str | os.PathLike, what: str = "CSV", **read_csv: Any) -> pd.DataFrame:
+    """``pd.read_csv`` whose failures (0-byte file, not UTF-8, malformed rows) raise :class:`SchemaError` naming the
+    file and the problem instead of a parser traceback."""
+    path = Path(path)
+    if path.is_dir():
+        raise SchemaError(f"{path}: is a folder, expected a {what} file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise SchemaError(f"{path}: empty file (0 bytes); expected a {what} with a header row")
+    try:
+        return pd.read_csv(path, **read_csv)
+    except UnicodeDecodeError as error:
+        raise SchemaError(f"{path}: not UTF-8 text (byte {error.object[error.start:error.start + 1]!r} at offset "
+                          f"{error.start}); save the {what} as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise SchemaError(f"{path}: no header row; expected a {what} with a header row") from None
+    except pd.errors.ParserError as error:
+        raise SchemaError(f"{path}: not a readable CSV ({' '.join(str(error).split())})") from None
+
+
 def read_input_csv(path: str | os.PathLike, schema: Schema) -> pd.DataFrame:
     """Read an input CSV (identifiers as strings) and validate it; a missing file raises ``FileNotFoundError``."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"{path}: no such file (expected a {schema.name} CSV)")
-    try:
-        df = pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
-    except pd.errors.ParserError as error:
-        raise SchemaError(f"{path}: not a readable CSV ({error})") from None
+    df = read_csv_checked(path, f"{schema.name} CSV", dtype={c: str for c in ID_COLUMNS})
     validate(df, schema, path)
+    if schema.name in _NONEMPTY_INPUTS and not len(df):
+        raise SchemaError(f"{path}: header only, no data rows; a {schema.name} file needs at least one row")
     return df
 
 
@@ -217,10 +241,26 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     for column in out.columns:
         if out[column].map(lambda v: isinstance(v, (list, tuple))).any():
             out[column] = out[column].map(lambda v: json.dumps(list(v)) if isinstance(v, (list, tuple)) else v)
-    tmp = path.with_name(path.name + ".tmp")
-    out.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+    from mammoclip_kit.artifacts import atomic_write_csv
+
+    return atomic_write_csv(path, out)
+
+
+def require_rows(frames: Mapping[str, pd.DataFrame], dropped: pd.DataFrame, png_dir: str | os.PathLike) -> None:
+    """Refuse to write a built table with zero rows (an existing good table is never replaced by an empty one).
+
+    The message names the table, the PNG folder and the first reasons images were left out (e.g. a misspelt
+    ``--png-dir``: every image then has "no PNG at ...").
+    """
+    empty = [name for name, frame in frames.items() if not name.endswith(("_boxes",)) and not len(frame)]
+    if not empty:
+        return
+    reasons = []
+    if dropped is not None and len(dropped):
+        reasons = list(dict.fromkeys(str(r) for r in dropped["reason"]))[:2]
+    why = f"{len(dropped)} image(s) left out, e.g. {'; '.join(reasons)}" if reasons else "no input rows"
+    raise SchemaError(f"{', '.join(empty)}: 0 rows kept from PNG folder {png_dir} ({why}); nothing written — check "
+                      "--png-dir / --png-root")
 
 
 def _decode_list(value: Any, path: Path, row: int, column: str) -> Any:
@@ -241,7 +281,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such table (build it with mammoclip_kit.data.records.ensure_tables)")
-    df = pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
+    df = read_csv_checked(path, "built table", dtype={c: str for c in ID_COLUMNS})
     for column in df.columns:
         if not (df[column].dtype == object or pd.api.types.is_string_dtype(df[column])):
             continue
@@ -297,7 +337,7 @@ def _read_manifest(png_dir: Path) -> pd.DataFrame | None:
     path = png_dir / "manifest.csv"
     if not path.is_file():
         return None
-    manifest = pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
+    manifest = read_csv_checked(path, "PNG manifest", dtype={c: str for c in ID_COLUMNS})
     if "image_id" not in manifest.columns:
         raise SchemaError(f"{path}: missing column image_id")
     return manifest.drop_duplicates("image_id", keep="last").set_index("image_id", drop=False)
@@ -369,8 +409,33 @@ def _map_boxes(boxes: np.ndarray, image: Mapping[str, Any], manifest_row: Mappin
     return boxes * scale, "scaled"
 
 
+def _box_problem(names: list[str], coords: list[Any], size: tuple[float, float]) -> tuple[str | None, list[float] | None]:
+    """Check one finding row's box against its image size (width, height): (problem or None, box to keep or None).
+
+    Blank boxes of real findings, non-finite and wholly outside boxes are dropped; boxes reaching past the image are
+    clipped. Each case is reported (``dropped`` table of the builder), never passed over in silence.
+    """
+    width, height = size
+    findings = [n for n in names if n != "No Finding"]
+    if not names:
+        return "empty finding_categories []: row ignored", None
+    if all(_blank(c) for c in coords):
+        return (f"no box coordinates (all blank) for {', '.join(findings)}: image label kept, no box", None) \
+            if findings else (None, None)
+    box = [float(c) for c in coords]
+    if not all(math.isfinite(v) for v in box):
+        return f"non-finite box coordinates {box}: box dropped", None
+    xmin, ymin, xmax, ymax = box
+    if xmax <= 0 or ymax <= 0 or xmin >= width or ymin >= height:
+        return f"box {box} lies outside the {width:g}×{height:g} image: box dropped", None
+    clipped = [max(xmin, 0.0), max(ymin, 0.0), min(xmax, width), min(ymax, height)]
+    if clipped != box:
+        return f"box {box} reaches past the {width:g}×{height:g} image: clipped to {clipped}", clipped
+    return None, box
+
+
 def build_vindr(vindr_dir: str | os.PathLike, png_dir: str | os.PathLike, *, relative_to: str | os.PathLike | None = None,
-                n_folds: int = 4) -> VindrTables:
+                n_folds: int = 4, png_release: bool | None = None) -> VindrTables:
     """Build the VinDr image, box and pretraining tables.
 
     Args:
@@ -379,6 +444,12 @@ def build_vindr(vindr_dir: str | os.PathLike, png_dir: str | os.PathLike, *, rel
             without one for the authors' release).
         relative_to: store PNG paths relative to this folder (the profile's ``output_dir``).
         n_folds: GroupKFold folds over the patients of the training split (test rows get fold ``-1``).
+        png_release: ``True`` declares ``png_dir`` an external PNG release (boxes scaled by the PNG size); ``False``
+            a kit PNG folder, where an image without a manifest row (a stale or foreign PNG) is left out; ``None``
+            decides by the folder (a release has neither ``manifest.csv`` nor the kit's ``png_folder.json``).
+
+    Box rows with empty categories, blank boxes of real findings, non-finite, outside or overhanging coordinates are
+    reported in ``dropped`` (dataset ``vindr_boxes``); overhanging boxes are clipped to the image.
     """
     vindr_dir, png_dir = Path(vindr_dir), Path(png_dir)
     relative_to = Path(relative_to) if relative_to is not None else None
@@ -392,6 +463,9 @@ def build_vindr(vindr_dir: str | os.PathLike, png_dir: str | os.PathLike, *, rel
         raise SchemaError(f"{breast_csv}, {_row_label(first)}, column 'image_id': value "
                           f"{breast['image_id'].iloc[first]!r} appears more than once")
     known = set(breast["image_id"])
+    sizes = {i: (float(w), float(h)) for i, w, h in zip(breast["image_id"], breast["width"], breast["height"],
+                                                         strict=True)}
+    box_notes: list[dict[str, Any]] = []
     findings_per_image: dict[str, set[str]] = {}
     box_rows = []
     for i, row in enumerate(finding.itertuples(index=False)):
@@ -405,8 +479,12 @@ def build_vindr(vindr_dir: str | os.PathLike, png_dir: str | os.PathLike, *, rel
         if any(present) and not all(present):
             raise SchemaError(f"{finding_csv}, {_row_label(i)}: box coordinates xmin, ymin, xmax, ymax must be all set "
                               f"or all blank, got {coords}")
-        if all(present):
-            xmin, ymin, xmax, ymax = (float(c) for c in coords)
+        problem, kept_box = _box_problem(names, coords, sizes[row.image_id])
+        if problem:
+            box_notes.append({"dataset": "vindr_boxes", "image_id": row.image_id,
+                              "reason": f"{finding_csv.name} {_row_label(i)}: {problem}"})
+        if all(present) and kept_box is not None:
+            xmin, ymin, xmax, ymax = kept_box
             if xmax <= xmin or ymax <= ymin:
                 raise SchemaError(f"{finding_csv}, {_row_label(i)}: empty box (xmin {xmin}, ymin {ymin}, xmax {xmax}, "
                                   f"ymax {ymax}); need xmax > xmin and ymax > ymin")
@@ -435,6 +513,20 @@ def build_vindr(vindr_dir: str | os.PathLike, png_dir: str | os.PathLike, *, rel
     images, dropped = _attach_pngs(images, png_dir, relative_to, "vindr")
 
     manifest = _read_manifest(png_dir)
+    if png_release is None:
+        png_release = manifest is None and not (png_dir / "png_folder.json").is_file()
+    if not png_release:
+        listed = set(manifest.index) if manifest is not None else set()
+        stale = ~images["image_id"].isin(listed)
+        if stale.any():
+            dropped = pd.concat([dropped, pd.DataFrame({
+                "dataset": "vindr", "image_id": images.loc[stale, "image_id"],
+                "reason": f"PNG has no row in {png_dir / 'manifest.csv'} (stale or foreign PNG; its boxes cannot be "
+                          "mapped); declare an external PNG release with --png-root to scale boxes instead"})],
+                ignore_index=True)
+            images = images.loc[~stale].reset_index(drop=True)
+    if box_notes:
+        dropped = pd.concat([dropped, pd.DataFrame(box_notes)], ignore_index=True)
     boxes = pd.DataFrame(box_rows, columns=["box_id", "image_id", "finding", "finding_birads", "xmin", "ymin", "xmax",
                                             "ymax"])
     boxes = boxes[boxes["image_id"].isin(set(images["image_id"]))].reset_index(drop=True)
@@ -508,11 +600,25 @@ class RsnaTables:
     dropped: pd.DataFrame
 
 
+#: The RSNA train.csv columns the kit keeps; any other column (it could carry identifiers) is dropped unless asked.
+RSNA_KEPT_COLUMNS: tuple[str, ...] = ("site_id", "patient_id", "image_id", "laterality", "view", "age", "cancer",
+                                      "biopsy", "invasive", "BIRADS", "implant", "density", "machine_id",
+                                      "difficult_negative_case")
+
+
 def build_rsna(rsna_dir: str | os.PathLike, png_dir: str | os.PathLike, *, relative_to: str | os.PathLike | None = None,
-               n_folds: int = 4) -> RsnaTables:
-    """``train.csv`` + PNGs → the RSNA rows with ``fold`` (GroupKFold by patient), ``breast_id`` and ``png_path``."""
+               n_folds: int = 4, keep_extra_columns: bool = False) -> RsnaTables:
+    """``train.csv`` + PNGs → the RSNA rows with ``fold`` (GroupKFold by patient), ``breast_id`` and ``png_path``.
+
+    Only :data:`RSNA_KEPT_COLUMNS` pass into the table (a warning names the others) unless ``keep_extra_columns``.
+    """
     rsna_dir, png_dir = Path(rsna_dir), Path(png_dir)
     df = read_input_csv(rsna_dir / "train.csv", RSNA_SCHEMA)
+    extra = [c for c in df.columns if c not in RSNA_KEPT_COLUMNS]
+    if extra and not keep_extra_columns:
+        log.warning("%s: column(s) %s are not RSNA columns the kit uses and were left out of the table "
+                    "(--keep-extra-columns keeps them)", rsna_dir / "train.csv", ", ".join(map(str, extra)))
+        df = df.drop(columns=extra)
     duplicated = df["image_id"].duplicated(keep=False)
     if duplicated.any():
         first = int(np.flatnonzero(duplicated.to_numpy())[0])
@@ -596,6 +702,11 @@ def build_reports(reports_dir: str | os.PathLike, png_dir: str | os.PathLike, *,
     config = config or ReportTextConfig()
     source = reports_dir / "reports.csv"
     df = read_input_csv(source, REPORTS_SCHEMA)
+    duplicated = df["image_id"].duplicated(keep=False)
+    if duplicated.any():
+        first = int(np.flatnonzero(duplicated.to_numpy())[0])
+        raise SchemaError(f"{source}, {_row_label(first)}, column 'image_id': value {df['image_id'].iloc[first]!r} "
+                          f"appears more than once ({int(duplicated.sum())} rows share an image_id)")
     if not {"FINDINGS", "IMPRESSION", "REPORT"} & set(df.columns):
         raise SchemaError(f"{source}: missing column(s) FINDINGS, IMPRESSION — an image-report table needs FINDINGS "
                           "and IMPRESSION (or one free-text REPORT column with FINDINGS: / IMPRESSION: headers)")
@@ -775,6 +886,7 @@ def _build_group(ctx: RunContext, dataset: str, png_dir: Path, config: TablesCon
                                n_folds=config.n_folds, seed=ctx.seed, config=config.report_config(),
                                back_translator=translator)
         frames = {"reports_pretrain": result.pretrain}
+    require_rows(frames, result.dropped, png_dir)  # never replace a good table by an empty one
     for name, frame in frames.items():
         write_table(frame, outputs[name])
     print(f"tables {dataset:<8} built in {time.perf_counter() - started:.1f} s: "
@@ -800,6 +912,7 @@ def _dataset_dir(data_root: Path, dataset: str) -> Path:
     return sub if sub.is_dir() else data_root
 
 
+@cli_errors
 def build_cli(dataset: str, argv: Sequence[str] | None = None, description: str | None = None) -> dict[str, Path]:
     """Parse the shared builder options, build ``dataset``'s tables, write them and print their row counts."""
     import argparse
@@ -817,6 +930,9 @@ def build_cli(dataset: str, argv: Sequence[str] | None = None, description: str 
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="PNG paths are stored relative to this folder (default: the parent of --out)")
     parser.add_argument("--n-folds", type=int, default=4, help="GroupKFold folds by patient (default 4)")
+    if dataset == "rsna":
+        parser.add_argument("--keep-extra-columns", action="store_true",
+                            help="keep train.csv columns the kit does not use (default: left out, named in a warning)")
     if dataset == "reports":
         parser.add_argument("--seed", type=int, default=0, help="seed of the text augmentation")
         parser.add_argument("--no-per-breast", action="store_true",
@@ -831,10 +947,12 @@ def build_cli(dataset: str, argv: Sequence[str] | None = None, description: str 
     source = _dataset_dir(args.data_root, dataset)
     try:
         if dataset == "vindr":
-            result = build_vindr(source, png_dir, relative_to=output_dir, n_folds=args.n_folds)
+            result = build_vindr(source, png_dir, relative_to=output_dir, n_folds=args.n_folds,
+                                 png_release=args.png_root is not None)
             frames = {"vindr_images": result.images, "vindr_boxes": result.boxes, "vindr_pretrain": result.pretrain}
         elif dataset == "rsna":
-            result = build_rsna(source, png_dir, relative_to=output_dir, n_folds=args.n_folds)
+            result = build_rsna(source, png_dir, relative_to=output_dir, n_folds=args.n_folds,
+                                keep_extra_columns=args.keep_extra_columns)
             frames = {"rsna_images": result.images}
         else:
             translator = textlib.BackTranslator(*args.back_translation) if args.back_translation else None
@@ -845,6 +963,7 @@ def build_cli(dataset: str, argv: Sequence[str] | None = None, description: str 
     except (SchemaError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    require_rows(frames, result.dropped, png_dir)
     paths = {name: write_table(frame, args.out / f"{name}.csv") for name, frame in frames.items()}
     for name, frame in frames.items():
         print(f"{name:<18} {len(frame):>7} rows → {paths[name]}")

@@ -207,7 +207,10 @@ class MammoClip(nn.Module):
             text_dir.mkdir(exist_ok=True)
             self.text_encoder.text_encoder.config.save_pretrained(text_dir)
             self.tokenizer.save_pretrained(text_dir)
-        save_model(self, str(directory / WEIGHTS_NAME))
+        weights_tmp = directory / f".{WEIGHTS_NAME}.{os.getpid()}.tmp"
+        save_model(self, str(weights_tmp))
+        payload["weights_sha256"] = file_sha256(weights_tmp)  # verified by from_pretrained (corruption check)
+        os.replace(weights_tmp, directory / WEIGHTS_NAME)
         tmp = directory / (CONFIG_NAME + ".tmp")
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
         tmp.replace(directory / CONFIG_NAME)
@@ -231,6 +234,17 @@ def build_model(config: ClipConfig, texts: Sequence[str] | None = None, text_sou
         return MammoClip(config, image_encoder, text_encoder, tokenizer)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex), read in 4 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_config(directory: str | os.PathLike) -> tuple[ClipConfig, dict[str, Any]]:
     """The :class:`ClipConfig` and the raw ``config.json`` payload of a kit checkpoint folder."""
     directory = Path(directory)
@@ -239,10 +253,40 @@ def read_config(directory: str | os.PathLike) -> tuple[ClipConfig, dict[str, Any
         raise FileNotFoundError(f"{directory}: not a kit checkpoint (no {CONFIG_NAME}); a released .tar file loads "
                                 "with mammoclip_kit.load_reference_checkpoint or converts with "
                                 "python -m mammoclip_kit.convert")
-    payload = json.loads(path.read_text())
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({' '.join(str(error).split())})") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(payload).__name__}")
     if payload.get("format") != FORMAT:
         raise ValueError(f"{path}: format {payload.get('format')!r} is not {FORMAT!r}")
-    return ClipConfig.from_dict(payload["config"]), payload
+    if not isinstance(payload.get("config"), dict):
+        raise ValueError(f"{path}: no 'config' object")
+    try:
+        return ClipConfig.from_dict(payload["config"]), payload
+    except (TypeError, ValueError, KeyError) as error:
+        raise ValueError(f"{path}: invalid model config ({' '.join(str(error).split())})") from None
+
+
+def check_weights_file(weights: Path, payload: dict[str, Any]) -> None:
+    """Refuse a ``model.safetensors`` whose SHA-256 differs from the one ``config.json`` recorded at save time."""
+    expected = payload.get("weights_sha256")
+    if expected is None:
+        return  # written before the kit stored hashes
+    actual = file_sha256(weights)
+    if actual != expected:
+        raise ValueError(f"{weights}: content hash {actual[:12]}… differs from {expected[:12]}… recorded in "
+                         f"{CONFIG_NAME} — the file is corrupted or was modified; copy or convert the checkpoint again")
+
+
+def check_finite(model: torch.nn.Module, where: str | os.PathLike) -> None:
+    """Refuse weights holding NaN or infinite values (they would turn every prediction into NaN or a constant)."""
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{where}: tensor {name!r} holds {bad} non-finite value(s) (NaN/inf); the checkpoint is "
+                             "corrupted")
 
 
 def from_pretrained(directory: str | os.PathLike, device: str | torch.device | None = None) -> MammoClip:
@@ -259,7 +303,18 @@ def from_pretrained(directory: str | os.PathLike, device: str | torch.device | N
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{directory}: missing {WEIGHTS_NAME}")
-    missing, unexpected = load_model(model, str(weights), strict=False)
+    check_weights_file(weights, payload)
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False)
+    except RuntimeError as error:  # a tensor of another shape
+        raise ValueError(f"{weights}: weights do not fit the model of {CONFIG_NAME} "
+                         f"({' '.join(str(error).split())[:200]})") from None
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own type for garbage / truncated files
+        if not isinstance(error, (OSError, ValueError)) and type(error).__name__ != "SafetensorError":
+            raise
+        raise ValueError(f"{weights}: not a readable safetensors file ({' '.join(str(error).split())[:200]})") \
+            from None
+    check_finite(model, weights)
     if missing or unexpected:
         raise ValueError(f"{weights}: weights do not fit the model of {CONFIG_NAME}: missing {missing[:10]}, "
                          f"unexpected {unexpected[:10]}")

@@ -168,6 +168,21 @@ def _plain(obj: Any, memo: dict[int, Any] | None = None) -> Any:
     return obj
 
 
+def _check_checkpoint_container(path: Path) -> None:
+    """Refuse, before unpickling, a file that is neither a zip archive (torch.save) nor a legacy pickle stream."""
+    import zipfile
+
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes); not a checkpoint — the download or copy was cut")
+    if zipfile.is_zipfile(path):
+        return
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if head[:1] != b"\x80":  # every pickle protocol ≥ 2 (what torch.save writes) starts with PROTO
+        raise ValueError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle; {size} bytes)")
+
+
 def read_reference_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a released ``.tar`` safely → the top-level dict with the config as plain Python objects.
 
@@ -177,6 +192,7 @@ def read_reference_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file not found")
+    _check_checkpoint_container(path)
     try:
         with torch.serialization.safe_globals(_allowed_globals()):
             try:  # memory-mapped: the optimizer state (2/3 of a released file) is never read from disk

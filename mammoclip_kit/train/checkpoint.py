@@ -8,6 +8,7 @@ notebooks load is saved separately in the kit format (``model.safetensors`` + ``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -16,7 +17,69 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "atomic_torch_save"]
+from mammoclip_kit.errors import UserError
+
+__all__ = ["rng_state", "set_rng_state", "save_state", "load_state", "atomic_torch_save", "OutputLocked",
+           "lock_output", "config_changes", "check_resume_config"]
+
+#: Config fields that may change between an interrupted run and its resume (speed and logging, not the optimisation).
+RESUME_FREE_FIELDS = frozenset({"num_workers", "cache_images", "tensorboard", "log_every_steps", "save_every_steps",
+                                "monitor_every_epochs", "monitor_on_improve", "monitor_max_images", "zero_shot_task",
+                                "recall_k", "compile"})
+
+
+class OutputLocked(UserError):
+    """Another training run holds the output folder."""
+
+
+@contextlib.contextmanager
+def lock_output(out_dir: str | Path):
+    """Hold an exclusive lock on ``out_dir/train/run.lock`` for one training run; a second run into the same folder
+    fails at once with :class:`OutputLocked` (instead of both writing the same temporary files and log rows).
+    No-op where ``fcntl`` is missing (Windows)."""
+    folder = Path(out_dir) / "train"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(folder / "run.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise OutputLocked(f"{out_dir}: another training run ({holder}) is writing to this folder; wait for it "
+                               "or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def config_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``name: old → new`` for every config field (outside :data:`RESUME_FREE_FIELDS`) that differs."""
+    names = sorted((set(recorded) | set(current)) - RESUME_FREE_FIELDS)
+    return [f"{n}: {recorded.get(n)!r} → {current.get(n)!r}" for n in names if recorded.get(n) != current.get(n)]
+
+
+def check_resume_config(recorded: dict[str, Any] | None, current: dict[str, Any], state_path: str | Path,
+                        allow_change: bool = False) -> list[str]:
+    """Refuse to resume ``state_path`` with a config that differs from the one it was trained with (``ValueError``
+    naming the fields) unless ``allow_change``; returns the changes (empty when the state records no config)."""
+    if recorded is None:
+        return []
+    changes = config_changes(recorded, current)
+    if changes and not allow_change:
+        shown = "; ".join(changes[:4]) + (f"; … ({len(changes)} in all)" if len(changes) > 4 else "")
+        raise ValueError(f"{state_path}: the interrupted run used another config ({shown}); resume with the same "
+                         "settings, pass --allow-config-change to continue anyway, or --no-resume to start over")
+    return changes
 
 
 def rng_state() -> dict[str, Any]:
@@ -40,7 +103,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to ``path.tmp`` then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
     return path

@@ -104,6 +104,7 @@ class PretrainConfig:
         return cfg
 
     def validate(self, where: str = "config") -> None:
+        check_types(self, where)  # wrong types first: the checks below compare numbers
         if self.loss not in {"mvs", "clip"}:
             raise ValueError(f"{where}: loss must be 'mvs' or 'clip', got {self.loss!r}")
         bad = sorted(set(self.sources) - {"reports", "vindr"})
@@ -165,7 +166,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such pretraining config")
-        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a mapping of PretrainConfig fields")
         where = str(path)
@@ -221,3 +225,26 @@ class PretrainSectionConfig(StageConfig):
                 overrides[name] = getattr(self, name)
         overrides["seed"] = seed
         return load_config(self.preset_path(profile), overrides=overrides, variant=variant)
+
+
+_SIMPLE_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def check_types(cfg: PretrainConfig, where: str = "pretraining config") -> PretrainConfig:
+    """Refuse fields whose value has the wrong simple type (``batch_size=abc``, ``lr=[1]``): ``ValueError`` naming the
+    field, the value and the expected type. Fields of other types (lists, mappings) are left to their users."""
+    for item in dataclasses.fields(cfg):
+        annotation = str(item.type).replace(" ", "")
+        parts = annotation.split("|")
+        optional = "None" in parts
+        kinds = [p for p in parts if p != "None"]
+        if len(kinds) != 1 or kinds[0] not in _SIMPLE_TYPES:
+            continue
+        value = getattr(cfg, item.name)
+        if value is None and optional:
+            continue
+        allowed = _SIMPLE_TYPES[kinds[0]]
+        if not isinstance(value, allowed) or (kinds[0] != "bool" and isinstance(value, bool)):
+            raise ValueError(f"{where}: {item.name}={value!r} is not {'an' if kinds[0] == 'int' else 'a'} {kinds[0]}"
+                             + (" (or null)" if optional else ""))
+    return cfg

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import time
@@ -258,7 +259,7 @@ def _loader(dataset: Dataset, sampler: Sampler | None, cfg: PretrainConfig, drop
 def train(cfg: PretrainConfig, model: nn.Module, train_data: Dataset, val_data: dict[str, Dataset], out_dir: Path,
           *, device: torch.device | None = None, dist_info: DistInfo | None = None, monitor: Any = None,
           resume: bool = True, stop_at_step: int | None = None, progress: bool = True,
-          extra_metrics: dict[str, Any] | None = None) -> TrainResult:
+          extra_metrics: dict[str, Any] | None = None, allow_config_change: bool = False) -> TrainResult:
     """Pretrain ``model`` on ``train_data`` (see the module docstring for what lands in ``out_dir``).
 
     Args:
@@ -270,6 +271,8 @@ def train(cfg: PretrainConfig, model: nn.Module, train_data: Dataset, val_data: 
         resume: continue from ``out_dir/train/last.pt`` when it exists.
         stop_at_step: save the training state after this optimizer step and return (simulates an interruption).
         extra_metrics: merged into ``metrics.json`` (e.g. the time spent building the datasets).
+        allow_config_change: resume even when ``cfg`` differs from the config the saved state was trained with
+            (refused by default, naming the fields; see :func:`~mammoclip_kit.train.checkpoint.check_resume_config`).
     """
     dist_info = dist_info or DistInfo(device=device or torch.device("cpu"))
     device = device or dist_info.device or torch.device("cpu")
@@ -309,8 +312,14 @@ def train(cfg: PretrainConfig, model: nn.Module, train_data: Dataset, val_data: 
     best = {"val_loss": float("inf")}
     history: dict[str, Any] = {}
     if resume and state_path.exists():
+        from mammoclip_kit.train.checkpoint import check_resume_config
+
         counters = load_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                               map_location=device)
+        changes = check_resume_config(counters["extra"].get("config"), _config_record(cfg), state_path,
+                                      allow_config_change)
+        if changes and main:
+            print(f"resuming {state_path} with a changed config (--allow-config-change): {'; '.join(changes)}")
         start_epoch, step, skip_batches = counters["epoch"], counters["step"], counters["batch_in_epoch"]
         best = counters["extra"].get("best", best)
         history = counters["extra"].get("history", {})
@@ -339,7 +348,8 @@ def train(cfg: PretrainConfig, model: nn.Module, train_data: Dataset, val_data: 
         if main:
             history["wall_time_s"] = elapsed_before + time.perf_counter() - started
             save_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch,
-                       step=step, batch_in_epoch=batch_in_epoch, extra={"best": best, "history": history})
+                       step=step, batch_in_epoch=batch_in_epoch,
+                       extra={"best": best, "history": history, "config": _config_record(cfg)})
         barrier()
 
     module.train()
@@ -445,6 +455,11 @@ def _monitor_saved_model(model: nn.Module, out_dir: Path, monitor: Any, device: 
     finally:
         model.load_state_dict(final)
         model.train()
+
+
+def _config_record(cfg: PretrainConfig) -> dict[str, Any]:
+    """The config as plain JSON values (what a resume compares)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
 def _json_default(value: Any) -> Any:

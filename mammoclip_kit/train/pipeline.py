@@ -10,6 +10,7 @@ retrains).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -169,7 +170,7 @@ def heldout_pairs(tables_dir: Path, root: Path, n: int = 8, val_fold: int = 0, s
 
 def run_pretraining(cfg: PretrainConfig, tables_dir: Path, root: Path, out_dir: Path, device: Any = None,
                     dist_info: DistInfo | None = None, resume: bool = True, progress: bool = True,
-                    stop_at_step: int | None = None) -> Any:
+                    stop_at_step: int | None = None, allow_config_change: bool = False) -> Any:
     """Build everything from the tables under ``tables_dir`` (image paths relative to ``root``) and train."""
     import torch
 
@@ -199,10 +200,15 @@ def run_pretraining(cfg: PretrainConfig, tables_dir: Path, root: Path, out_dir: 
     monitor = build_monitor(cfg, Path(tables_dir), Path(root), image_size) if (dist_info is None
                                                                                or dist_info.is_main) else None
     setup_s = time.perf_counter() - started
-    return train(cfg, model, train_data, val_data, Path(out_dir), device=device, dist_info=dist_info,
-                 monitor=monitor, resume=resume, progress=progress, stop_at_step=stop_at_step,
-                 extra_metrics={"setup_s": setup_s, "n_parameters": sum(p.numel() for p in model.parameters()),
-                                "image_size": list(image_size), "variant_sources": cfg.sources, "loss": cfg.loss})
+    from mammoclip_kit.train.checkpoint import lock_output
+
+    # one run per output folder (the main process holds the lock; DDP ranks share the main process's run)
+    with lock_output(out_dir) if dist_info is None or dist_info.is_main else contextlib.nullcontext():
+        return train(cfg, model, train_data, val_data, Path(out_dir), device=device, dist_info=dist_info,
+                     monitor=monitor, resume=resume, progress=progress, stop_at_step=stop_at_step,
+                     extra_metrics={"setup_s": setup_s, "n_parameters": sum(p.numel() for p in model.parameters()),
+                                    "image_size": list(image_size), "variant_sources": cfg.sources, "loss": cfg.loss},
+                     allow_config_change=allow_config_change)
 
 
 def pretrain_config(ctx: RunContext, variant: str = "mammoclip", **overrides: Any) -> PretrainConfig:

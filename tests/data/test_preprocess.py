@@ -257,8 +257,11 @@ def test_broken_corpus_resume_and_no_phi(tmp_path, capsys):
     _phantom_file(tmp_path / "data" / "good" / "ok1.dcm", 9, attributes=PHI)  # regenerated with other pixels
     redo = preprocess_many(sources, out, mode="voi", height=100, width=60, root=tmp_path / "data", progress=False)
     assert (redo.converted, redo.skipped) == (1, 1)
+    # A folder belongs to one (mode, size, bits): resuming it with another is refused; --no-resume redoes it.
+    with pytest.raises(PreprocessError, match="--no-resume"):
+        preprocess_many(sources, out, mode="paper", height=100, width=60, root=tmp_path / "data", progress=False)
     fourth = preprocess_many(sources, out, mode="paper", height=100, width=60, root=tmp_path / "data",
-                             progress=False)
+                             progress=False, resume=False)
     assert (fourth.converted, fourth.skipped) == (2, 0)
     assert set(pd.read_csv(out / "manifest.csv")["mode"]) == {"paper"}
 
