@@ -72,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.out}: {result.summary()}")
-    burned = int((result.manifest["burned_in_annotation"].astype(str) == "YES").sum())
-    if burned:
-        print(f"warning: {burned} image(s) have BurnedInAnnotation = YES (column burned_in_annotation of "
+    if result.burned_in:
+        print(f"warning: {result.burned_in} image(s) have BurnedInAnnotation = YES (column burned_in_annotation of "
               f"{args.out / 'manifest.csv'}); --skip-burned-in leaves them out", file=sys.stderr)
     if result.failed:
         print(f"{result.failed} file(s) failed; reasons in {args.out / 'errors.csv'}:")

@@ -100,14 +100,6 @@ PAPER_TABLES: dict[str, dict[str, Any]] = {
 }
 
 
-def paper_value(cell: float | str) -> float:
-    """A reported cell as a number: ranges like ``"0.72–0.73"`` become their midpoint."""
-    if isinstance(cell, str):
-        low, high = (float(part) for part in cell.replace("-", "–").split("–"))
-        return round((low + high) / 2, 3)
-    return float(cell)
-
-
 def paper_table(name: str) -> pd.DataFrame:
     """One of :data:`PAPER_TABLES` as a DataFrame of text cells (ranges kept as printed), models as rows."""
     table = PAPER_TABLES[name]

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import time
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -539,14 +538,23 @@ class BatchResult:
     seconds: float
 
     @property
+    def burned_in(self) -> int:
+        """Images whose header says ``BurnedInAnnotation = YES`` (text burned into the pixels; column
+        ``burned_in_annotation`` of the manifest). Reported by :meth:`summary`; ``skip_burned_in`` leaves them out."""
+        if "burned_in_annotation" not in self.manifest.columns:
+            return 0
+        return int((self.manifest["burned_in_annotation"].astype(str).str.upper() == "YES").sum())
+
+    @property
     def images_per_s(self) -> float:
         """PNGs written per second of wall time (NaN when nothing was converted)."""
         return self.converted / self.seconds if self.converted and self.seconds > 0 else float("nan")
 
     def summary(self) -> str:
         rate = f", {self.images_per_s:.1f} images/s" if self.converted else ""
+        burned = f"; {self.burned_in} flagged BurnedInAnnotation = YES" if self.burned_in else ""
         return (f"{len(self.manifest)} PNGs — converted {self.converted}, skipped {self.skipped}, "
-                f"failed {self.failed} ({self.seconds:.1f} s{rate})")
+                f"failed {self.failed} ({self.seconds:.1f} s{rate}){burned}")
 
 
 def find_sources(folder: str | os.PathLike, patterns: Sequence[str] = ("*.dcm", "*.dicom", "*.DCM")) -> list[Path]:
@@ -802,10 +810,6 @@ def preprocess_many(sources: Iterable[str | os.PathLike], out_dir: str | os.Path
     _write_if_changed(out_dir / "manifest.csv", manifest)
     _write_if_changed(out_dir / "errors.csv", error_table)
     (out_dir / _JOURNAL).unlink(missing_ok=True)
-    burned = int((manifest["burned_in_annotation"].astype(str).str.upper() == "YES").sum())
-    if burned:
-        warnings.warn(f"{out_dir}: {burned} image(s) have BurnedInAnnotation = YES (flagged in manifest.csv column "
-                      "burned_in_annotation; --skip-burned-in leaves them out)", stacklevel=2)
     return BatchResult(out_dir, len(new_rows), skipped, len(errors), manifest, error_table,
                        time.perf_counter() - start)
 

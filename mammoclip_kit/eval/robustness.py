@@ -352,21 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     Runs the profile's shift grid and group hold-outs (notebook 08 without the narrative); CSVs under
     ``<output>/sweeps/`` and figures under ``<output>/figures/``.
     """
-    from mammoclip_kit.env import seed_everything
-    from mammoclip_kit.eval.encoders import create_encoders
-    from mammoclip_kit.eval.sweep import context_from_args
-    from mammoclip_kit.eval.tasks import load_task_tables
+    from mammoclip_kit.eval.sweep import cli_inputs
 
-    ctx, _ = context_from_args(argv, "Robustness: probes trained on clean data, evaluated under shifts / hold-outs.")
-    seed_everything(ctx.seed)
-    settings, efficiency = ctx.section("robustness"), ctx.section("data_efficiency")
-    cfg = RobustnessConfig.from_context(ctx)
-    workers = int(ctx.param("num_workers", default=0) or 0)
-    tables = load_task_tables(ctx, cfg.tasks, efficiency.get("max_train_patients"), seed=ctx.seed,
-                              test_fold=cfg.rsna_test_fold, train_folds=cfg.rsna_train_folds)
-    encoders = create_encoders(ctx, settings.get("encoders", ["random", "mammoclip"]),
-                               random_preset=efficiency.get("random_preset"),
-                               imagenet_weights=efficiency.get("imagenet_weights"))
+    ctx, cfg, tables, encoders, workers = cli_inputs(
+        argv, "Robustness: probes trained on clean data, evaluated under shifts / hold-outs.", RobustnessConfig,
+        "robustness")
+    settings = ctx.section("robustness")
     results = run_shift_grid(encoders, tables, cfg, root=ctx.output_dir, cache_dir=ctx.cache_dir,
                              csv_path=ctx.output_dir / "sweeps" / "robustness_shifts.csv", device=ctx.device,
                              num_workers=workers, retrain=ctx.retrain)

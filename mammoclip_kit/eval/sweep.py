@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from mammoclip_kit.context import RunContext
 
 __all__ = [
-    "SWEEP_KEY", "SweepConfig", "SweepLog", "context_from_args", "main", "paired_comparison", "plot_sweep",
+    "SWEEP_KEY", "SweepConfig", "SweepLog", "cli_inputs", "context_from_args", "main", "paired_comparison", "plot_sweep",
     "run_sweep", "scores_csv_path", "sweep_table",
 ]
 
@@ -491,26 +491,38 @@ def context_from_args(argv: Sequence[str] | None, description: str) -> tuple[Run
     return ctx, args
 
 
+def cli_inputs(argv: Sequence[str] | None, description: str, config_class: type, section: str) -> tuple:
+    """What an evaluation CLI starts from: ``(ctx, config, task tables, encoders, workers)``, seeded.
+
+    ``config_class`` is the stage's :class:`~mammoclip_kit.config.StageConfig` (it names ``tasks`` and the RSNA folds);
+    the encoder list comes from the profile's ``section``, the random preset, ImageNet weights and the cap on training
+    patients from its ``data_efficiency`` section (shared by every probe-based stage).
+    """
+    from mammoclip_kit.env import seed_everything
+    from mammoclip_kit.eval.encoders import create_encoders
+    from mammoclip_kit.eval.tasks import load_task_tables
+
+    ctx, _ = context_from_args(argv, description)
+    seed_everything(ctx.seed)
+    settings, efficiency = ctx.section(section), ctx.section("data_efficiency")
+    cfg = config_class.from_context(ctx)
+    workers = int(ctx.param("num_workers", default=0) or 0)
+    tables = load_task_tables(ctx, cfg.tasks, efficiency.get("max_train_patients"), seed=ctx.seed,
+                              test_fold=cfg.rsna_test_fold, train_folds=cfg.rsna_train_folds)
+    encoders = create_encoders(ctx, settings.get("encoders", ["random", "mammoclip"]),
+                               random_preset=efficiency.get("random_preset"),
+                               imagenet_weights=efficiency.get("imagenet_weights"))
+    return ctx, cfg, tables, encoders, workers
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mammoclip_kit.eval.sweep --profile paper --data-root DATA --checkpoint b5.tar --text-encoder BERT``
 
     Runs the profile's data-efficiency sweep (notebook 06 without the narrative): CSV at
     ``<output>/sweeps/data_efficiency.csv`` (resumable), figure at ``<output>/figures/06_data_efficiency.png``.
     """
-    from mammoclip_kit.env import seed_everything
-    from mammoclip_kit.eval.encoders import create_encoders
-    from mammoclip_kit.eval.tasks import load_task_tables
-
-    ctx, _ = context_from_args(argv, "Data-efficiency sweep: linear probes and fine-tunes at label fractions.")
-    seed_everything(ctx.seed)
-    settings = ctx.section("data_efficiency")
-    cfg = SweepConfig.from_context(ctx)
-    workers = int(ctx.param("num_workers", default=0) or 0)
-    tables = load_task_tables(ctx, cfg.tasks, settings.get("max_train_patients"), seed=ctx.seed,
-                              test_fold=cfg.rsna_test_fold, train_folds=cfg.rsna_train_folds)
-    encoders = create_encoders(ctx, settings.get("encoders", ["random", "mammoclip"]),
-                               random_preset=settings.get("random_preset"),
-                               imagenet_weights=settings.get("imagenet_weights"))
+    ctx, cfg, tables, encoders, workers = cli_inputs(
+        argv, "Data-efficiency sweep: linear probes and fine-tunes at label fractions.", SweepConfig, "data_efficiency")
     start = time.perf_counter()
     results = run_sweep(encoders, tables, cfg, root=ctx.output_dir, cache_dir=ctx.cache_dir,
                         csv_path=ctx.output_dir / "sweeps" / "data_efficiency.csv", device=ctx.device,
