@@ -25,7 +25,7 @@ class UserError(ValueError):
     """A problem with the user's input, files or settings; the message is shown as one line."""
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
+def user_error_types() -> tuple[type[BaseException], ...]:
     import pickle
 
     types: list[type[BaseException]] = [ValueError, OSError, KeyError, pickle.UnpicklingError]  # ValueError covers UnicodeDecodeError,
@@ -64,7 +64,7 @@ def cli_errors(main: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return main(*args, **kwargs)
-        except _user_error_types() as error:
+        except user_error_types() as error:
             print(f"error: {one_line(error)}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
 

@@ -178,7 +178,7 @@ def _logit_scale(model: Any) -> float:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _is_dicom(path: Path) -> bool:
+def is_dicom(path: Path) -> bool:
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
     try:
@@ -215,7 +215,7 @@ def load_model_input(image: ImageLike, size: tuple[int, int] | None = None, dico
         path = Path(image)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such image file")
-        array = _read_dicom_as_png_array(path, size, dicom_mode) if _is_dicom(path) else load_image(path)
+        array = _read_dicom_as_png_array(path, size, dicom_mode) if is_dicom(path) else load_image(path)
     elif isinstance(image, torch.Tensor):
         array = image.detach().cpu().numpy()
     elif isinstance(image, np.ndarray):

@@ -76,13 +76,13 @@ def inspect_image(path: str | Path) -> str | None:
     :data:`MIN_IMAGE_SIDE` on a side and a blank (constant) image; a colour or palette PNG/JPEG is accepted with a note
     saying it was converted to grey.
     """
-    from mammoclip_kit.inference import _is_dicom
+    from mammoclip_kit.inference import is_dicom
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
     note = None
-    if _is_dicom(path):
+    if is_dicom(path):
         from mammoclip_kit.data.dicom import read_dicom
 
         array = read_dicom(path).pixels
@@ -115,7 +115,7 @@ def predict_each(images: Sequence[str | Path], model: Any, prompts: dict[str, An
     Returns the table of the images that worked, ``{image: reason}`` for the ones that did not (unreadable, blank,
     too small, non-finite output) and the notes of :func:`inspect_image` (e.g. colour converted to grey).
     """
-    from mammoclip_kit.errors import _user_error_types, one_line
+    from mammoclip_kit.errors import one_line, user_error_types
 
     failures: dict[str, str] = {}
     notes: list[str] = []
@@ -123,7 +123,7 @@ def predict_each(images: Sequence[str | Path], model: Any, prompts: dict[str, An
     for image in (str(i) for i in images):
         try:
             note = inspect_image(image)
-        except _user_error_types() as error:
+        except user_error_types() as error:
             failures[image] = one_line(error)
             continue
         if note:
@@ -133,12 +133,12 @@ def predict_each(images: Sequence[str | Path], model: Any, prompts: dict[str, An
     if good:
         try:
             tables.append(predict(good, model, prompts, scoring=scoring, batch_size=batch_size, dicom_mode=dicom_mode))
-        except _user_error_types():
+        except user_error_types():
             for image in good:  # find the image that broke the batch; the others still get their row
                 try:
                     tables.append(predict([image], model, prompts, scoring=scoring, batch_size=1,
                                           dicom_mode=dicom_mode))
-                except _user_error_types() as error:
+                except user_error_types() as error:
                     failures[image] = one_line(error)
     table = pd.concat(tables) if tables else pd.DataFrame()
     if len(table):

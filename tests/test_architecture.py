@@ -19,7 +19,7 @@ DATA_PREP = PACKAGE.parent / "data_prep"
 
 #: Command-line modules: entry points only, imported by nothing in the library.
 CLIS = {"predict", "convert", "pretrain", "bench", "runner"}
-FOUNDATION = {"env", "config", "artifacts"}
+FOUNDATION = {"env", "config", "artifacts", "errors"}
 
 #: unit → the units it may import (besides itself). Read bottom-up: foundation, cohort and data, models, training,
 #: inference, evaluation, FActOR, course tooling.
@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "env": set(),
     "config": set(),
     "artifacts": set(),
+    "errors": set(),
     "cohort": FOUNDATION,
     "data": FOUNDATION,
     "losses": FOUNDATION,

@@ -41,7 +41,7 @@ def run(released_b2, tmp_path_factory):
     root = tmp_path_factory.mktemp("released-run")
     ctx = make_context(None, profile="smoke", output_dir=str(root), checkpoint=str(path), text_encoder=str(bert),
                        device="cpu")
-    return ctx, model, path, bert, root, make_table(root, n_patients=8)
+    return ctx, model, path, bert, root, make_table(root, n_patients=8, size=(64, 40))  # predict refuses < 32 px
 
 
 def test_predict_cli(run, capsys):
