@@ -112,20 +112,23 @@ class Artifact:
 
 def ensure(path: str | os.PathLike, params: Mapping[str, Any], build: Callable[[Path], T], *,
            load: Callable[[Path], T] | None = None, retrain: bool = False, record: str | os.PathLike | None = None,
-           name: str | None = None, verbose: bool = True) -> T | Path:
+           name: str | None = None, verbose: bool | None = None) -> T | Path:
     """Return the artefact at ``path``: loaded when its record matches ``params``, else built (``build(path)``).
 
     ``load(path)`` gives the return value when the artefact is reused (default: ``path``); ``build(path)`` returns it
-    after a build (``None`` means ``path``). ``retrain=True`` always builds. The record is written only after
+    after a build (``None`` means ``path``). ``retrain=True`` always builds. ``verbose`` (default
+    :func:`mammoclip_kit.env.verbose`) also reports a reuse; a rebuild of a changed artefact is always reported. The record is written only after
     ``build`` returned, so a crash mid-build leaves an artefact that the next call builds again.
     """
     artifact = Artifact(path, params, record)
     label = name or Path(path).name
     if not retrain and artifact.is_current():
-        if verbose:
+        from mammoclip_kit.env import verbose as env_verbose
+
+        if verbose or (verbose is None and env_verbose()):
             print(f"{label}: reusing {Path(path).name} (same parameters; retrain=True recomputes)")
         return load(artifact.path) if load is not None else artifact.path
-    if verbose and artifact.recorded() and not retrain:
+    if verbose is not False and artifact.recorded() and not retrain:
         print(f"{label}: parameters changed ({', '.join(artifact.differences()) or 'incomplete build'}); rebuilding")
     result = build(artifact.path)
     artifact.commit()

@@ -19,6 +19,8 @@ RUNS_ENV = "MAMMOCLIP_RUNS"
 PROFILE_ENV = "MAMMOCLIP_PROFILE"
 #: "0" turns progress bars off (the runner sets it for the kernels it starts; see :func:`progress_bar`).
 PROGRESS_ENV = "MAMMOCLIP_PROGRESS"
+#: "1" makes the stages say when they reuse an artefact (see :func:`verbose`).
+VERBOSE_ENV = "MAMMOCLIP_VERBOSE"
 
 _REPORTED_PACKAGES = (
     "torch", "torchvision", "timm", "transformers", "tokenizers", "pydicom", "numpy", "pandas", "scikit-learn",
@@ -109,3 +111,13 @@ def progress_bar(iterable: Any = None, **kwargs: Any) -> Any:
     if os.environ.get(PROGRESS_ENV, "1").strip() == "0":
         kwargs["disable"] = True
     return tqdm(iterable, **kwargs)
+
+
+def verbose() -> bool:
+    """Whether stages also report work they *skip* (an artefact reused, PNGs already converted, tables up to date).
+
+    Off by default, so that a notebook that calls ``ensure_pngs`` / ``ensure_tables`` only to make sure the data exist
+    prints nothing when nothing had to be done; ``MAMMOCLIP_VERBOSE=1`` turns these lines on. Work that is done (a
+    conversion, a build, a training run) is always reported.
+    """
+    return os.environ.get(VERBOSE_ENV, "0").strip().lower() in {"1", "true", "yes"}

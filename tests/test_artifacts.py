@@ -13,7 +13,8 @@ from mammoclip_kit.artifacts import Artifact, atomic_write_csv, atomic_write_tex
 from mammoclip_kit.config import StageConfig
 
 
-def test_ensure_builds_once_reuses_and_rebuilds_on_new_parameters(tmp_path, capsys):
+def test_ensure_builds_once_reuses_and_rebuilds_on_new_parameters(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MAMMOCLIP_VERBOSE", "1")  # a reuse is reported only when asked
     builds = []
 
     def build(path):
@@ -83,3 +84,15 @@ def test_stage_config_order_default_section_parameter_keyword():
     assert _Cfg.from_context(ctx, subsection="sub").epochs == 2
     with pytest.raises(ValueError, match=r"probe section: unknown setting\(s\) \['typo'\]"):
         _Cfg.from_dict({"typo": 1})
+
+
+def test_a_reuse_is_silent_unless_verbose(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MAMMOCLIP_VERBOSE", raising=False)
+    ensure(tmp_path / "a", {"x": 1}, lambda p: p.mkdir())
+    ensure(tmp_path / "a", {"x": 1}, lambda p: p.mkdir())
+    assert capsys.readouterr().out == ""
+    ensure(tmp_path / "a", {"x": 2}, lambda p: None)                 # a rebuild is always said
+    assert "parameters changed (x)" in capsys.readouterr().out
+    monkeypatch.setenv("MAMMOCLIP_VERBOSE", "1")
+    ensure(tmp_path / "a", {"x": 2}, lambda p: None)
+    assert "reusing" in capsys.readouterr().out

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import cv2
 import numpy as np
 
+from mammoclip_kit import env
 from mammoclip_kit.artifacts import Artifact
 from mammoclip_kit.config import StageConfig
 from mammoclip_kit.data.dicom import DicomError, DicomImage, read_dicom
@@ -868,8 +869,9 @@ def ensure_pngs(ctx: RunContext, datasets: Sequence[str] = ("vindr", "rsna", "re
                                       "failed": result.failed, "seconds": round(result.seconds, 3),
                                       "workers": cfg.workers, "images": len(result.manifest)})
         where = ctx.relpath(png_dir)
-        print(f"{name:<8} {result.summary()} → {where}"
-              + (f"; see {where}/errors.csv" if result.failed else ""))
+        if result.converted or result.failed or not same or env.verbose():  # silent when all PNGs were there
+            print(f"{name:<8} {result.summary()} → {where}"
+                  + (f"; see {where}/errors.csv" if result.failed else ""))
         dirs[name] = png_dir
     return dirs
 
@@ -915,7 +917,6 @@ def benchmark(argv: Sequence[str] | None = None) -> dict[str, float]:
     """
     import tempfile
 
-    from mammoclip_kit import env
     from mammoclip_kit.data.dicom import write_dicom
 
     parser = argparse.ArgumentParser(prog="python -m mammoclip_kit.bench preprocess", description=benchmark.__doc__,

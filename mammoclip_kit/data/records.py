@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from mammoclip_kit import env
 from mammoclip_kit.artifacts import ensure
 from mammoclip_kit.config import StageConfig
 from mammoclip_kit.data import text as textlib
@@ -845,7 +846,8 @@ def ensure_tables(ctx: RunContext, datasets: Sequence[str] | None = None) -> dic
         outputs = {name: tables_dir / f"{name}.csv" for name in _OUTPUTS[dataset]}
 
         def reuse(_: Path, dataset: str = dataset, outputs: dict[str, Path] = outputs) -> dict[str, Path]:
-            print(f"tables {dataset:<8} up to date: {', '.join(outputs)}")
+            if env.verbose():
+                print(f"tables {dataset:<8} up to date: {', '.join(outputs)}")
             return outputs
 
         def build(_: Path, dataset: str = dataset, png_dir: Path = png_dir,

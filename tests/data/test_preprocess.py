@@ -309,7 +309,7 @@ def test_cli_folder_and_csv(tmp_path, capsys):
     assert "8-bit" in capsys.readouterr().err
 
 
-def test_ensure_pngs_converts_present_datasets_once(tmp_path, capsys):
+def test_ensure_pngs_converts_present_datasets_once(tmp_path, capsys, monkeypatch):
     root = tmp_path / "data"
     _phantom_file(root / "vindr" / "images" / "st1" / "a.dicom", 0)
     _phantom_file(root / "rsna" / "train_images" / "10" / "20.dcm", 1, photometric="MONOCHROME1")
@@ -323,8 +323,12 @@ def test_ensure_pngs_converts_present_datasets_once(tmp_path, capsys):
     assert recorded["params"]["height"] == 80 and recorded["last_run"]["converted"] == 1
     assert pd.read_csv(dirs["rsna"] / "manifest.csv")["source"].tolist() == ["rsna/train_images/10/20.dcm"]
     before = _all_files(tmp_path / "runs")
+    capsys.readouterr()
     ensure_pngs(ctx)
     assert _all_files(tmp_path / "runs") == before
+    assert capsys.readouterr().out == ""                  # nothing to do: nothing said (a notebook stays quiet)
+    monkeypatch.setenv("MAMMOCLIP_VERBOSE", "1")
+    ensure_pngs(ctx)
     assert "skipped 1" in capsys.readouterr().out
     ctx.params["num_workers"] = 2   # how the batch runs, not what it writes: still reused
     ensure_pngs(ctx)
