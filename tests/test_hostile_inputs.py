@@ -831,6 +831,31 @@ def test_resume_with_another_config_is_refused_unless_allowed(tmp_path: Path):
     assert result.steps > 1
 
 
+def test_a_damaged_training_state_is_a_one_line_error_and_is_left_alone(tmp_path: Path):
+    sys_path_train()
+    from tiny_model import TinyClip, make_pairs
+
+    from mammoclip_kit.data.datasets import ImageTextDataset
+    from mammoclip_kit.errors import UserError, one_line
+    from mammoclip_kit.train.config import PretrainConfig
+    from mammoclip_kit.train.loop import train
+
+    rows = make_pairs(tmp_path, n=12)
+    data = (ImageTextDataset(rows[rows.fold != 0], tmp_path, (24, 16), train=True, seed=0),
+            {"reports": ImageTextDataset(rows[rows.fold == 0], tmp_path, (24, 16), train=False, seed=0)})
+    cfg = PretrainConfig(loss="mvs", epochs=2, batch_size=4, lr=3e-3, warmup_epochs=0.5, tensorboard=False, seed=0)
+    out = tmp_path / "run"
+    train(cfg, TinyClip(), *data, out, stop_at_step=1, progress=False)
+    state = out / "train" / "last.pt"
+    damaged = state.read_bytes()[: state.stat().st_size // 3]
+    state.write_bytes(damaged)
+    with pytest.raises(UserError) as caught:
+        train(cfg, TinyClip(), *data, out, progress=False)
+    message = one_line(caught.value)
+    assert "last.pt: cannot read the training state" in message and "\n" not in message
+    assert state.read_bytes() == damaged  # refused, not overwritten: the user decides
+
+
 def test_convert_force_replaces_the_whole_folder_and_a_failed_conversion_keeps_it(checkpoint: Path, tmp_path: Path,
                                                                                  capsys):
     from mammoclip_kit import convert

@@ -23,36 +23,71 @@ def _gray(image: Any) -> np.ndarray:
 
 
 def show_heatmap(image: Any, heatmap: Any, *, boxes: Any = None, scores: Any = None, gt_boxes: Any = None,
-                 quantile: float | None = 0.95, overlay: bool = True, alpha: float = 0.45, title: str | None = None,
-                 ax: Any = None, max_boxes: int = 3):
+                 quantile: float | None = 0.95, overlay: bool = True, alpha: float = 0.5, title: str | None = None,
+                 ax: Any = None, max_boxes: int = 3, mask: Any = None, colorbar: bool = True):
     """Static figure: the image, the heatmap (upsampled to the image when smaller) as an overlay, the threshold
-    contour, predicted boxes (orange, dashed, with scores) and ground-truth boxes (green). All boxes in image pixels.
-    Returns the axes."""
+    contour, predicted boxes (orange, dashed; their scores in the legend, so labels never overlap) and ground-truth
+    boxes (green). All boxes in image pixels. Returns the axes.
+
+    The heatmap uses a perceptual colour map (``magma``) with a colour bar. ``mask`` (boolean, image-sized; default
+    :func:`~mammoclip_kit.factor.localization.tissue_mask` of the image) limits the overlay and the threshold contour to
+    the breast, as the evaluation does: nothing is drawn in the black background.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
+
+    from mammoclip_kit.factor.localization import tissue_mask
 
     gray = _gray(image)
     heat = np.asarray(heatmap, dtype=np.float32)
     if heat.shape != gray.shape:
         heat = upsample(heat, gray.shape)
+    region = tissue_mask(np.asarray(image) if np.asarray(image).ndim == 2 else gray) if mask is None else \
+        np.asarray(mask, dtype=bool)
+    if region.shape != gray.shape or not region.any():
+        region = np.ones_like(gray, dtype=bool)
     if ax is None:
-        _, ax = plt.subplots(figsize=(3, 4.6))
+        _, ax = plt.subplots(figsize=(3.2, 4.6))
     ax.imshow(gray, cmap="gray", vmin=0, vmax=1)
+    inside = heat[region]
+    low, high = float(inside.min()), float(inside.max())
     if overlay:
-        ax.imshow(heat, cmap="jet", alpha=alpha)
-    if quantile is not None and np.ptp(heat) > 0:
-        ax.contour(heat >= np.quantile(heat, quantile), levels=[0.5], colors="white", linewidths=0.8)
-    for box in np.asarray(gt_boxes if gt_boxes is not None else np.zeros((0, 4)), dtype=float).reshape(-1, 4):
+        shown = ax.imshow(np.ma.masked_where(~region, heat), cmap="magma", alpha=alpha, vmin=low, vmax=high)
+        if colorbar:
+            ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02, label="heatmap (breast only)")
+    if quantile is not None and high > low:
+        ax.contour(region & (heat >= np.quantile(inside, quantile)), levels=[0.5], colors="white", linewidths=0.8)
+    handles = []
+    truth = np.asarray(gt_boxes if gt_boxes is not None else np.zeros((0, 4)), dtype=float).reshape(-1, 4)
+    for box in truth:
         ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False, ec="lime", lw=1.5))
+    if len(truth):
+        handles.append(Line2D([], [], color="lime", lw=1.5, label="ground truth"))
     pred = np.asarray(boxes if boxes is not None else np.zeros((0, 4)), dtype=float).reshape(-1, 4)
     for j, box in enumerate(pred[:max_boxes]):
         ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False, ec="orange", lw=1.2,
                                ls="--"))
-        if scores is not None and j < len(scores):
-            ax.text(box[0], box[1] - 2, f"{float(scores[j]):.2f}", color="orange", fontsize=7)
+        ax.text(box[0] + 1, box[1] + 1, f"#{j + 1}", color="orange", fontsize=7, va="top")
+        score = f" {float(scores[j]):.2f}" if scores is not None and j < len(scores) else ""
+        handles.append(Line2D([], [], color="orange", lw=1.2, ls="--", label=f"#{j + 1}{score}"))
+    if handles:
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), fontsize=7, ncol=2,
+                  frameon=False)
     ax.set_title(title or "", fontsize=8)
     ax.axis("off")
     return ax
+
+
+def _breast(image: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The breast mask of a 2-D image (None for anything else: the whole frame is used)."""
+    from mammoclip_kit.factor.localization import tissue_mask
+
+    array = np.asarray(image)
+    if array.ndim != 2 or array.shape != tuple(shape):
+        return None
+    mask = tissue_mask(array)
+    return mask if mask.any() else None
 
 
 def widgets_available() -> bool:
@@ -84,9 +119,9 @@ def heatmap_viewer(images: Sequence[Any], heatmap_fn: Callable[[int, str], np.nd
         raise ValueError("heatmap_viewer: no attributes given")
 
     def draw(index: int, attribute: str, q: float, overlay: bool):
-        fig, ax = plt.subplots(figsize=(3.2, 4.8))
+        fig, ax = plt.subplots(figsize=(3.6, 5.2))
         heat = upsample(heatmap_fn(index, attribute), _gray(images[index]).shape)
-        boxes, scores = heatmap_to_boxes(heat, q, 3)
+        boxes, scores = heatmap_to_boxes(heat, q, 3, mask=_breast(images[index], heat.shape))
         gt = gt_boxes[index] if gt_boxes is not None else None
         label = titles[index] if titles is not None else f"image {index}"
         show_heatmap(images[index], heat, boxes=boxes, scores=scores, gt_boxes=gt, quantile=q, overlay=overlay,

@@ -133,8 +133,11 @@ def load_state(path: str | Path, *, model: torch.nn.Module, optimizer: torch.opt
     try:
         # Our own file; RNG states contain numpy arrays, which weights_only=True rejects.
         state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        raise RuntimeError(f"{path}: cannot read the training state ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name, as the user error it is
+        raise UserError(f"{path}: cannot read the training state ({' '.join(str(exc).split())[:200]}); delete it to "
+                        "start the run over, or retrain") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "rng", "epoch", "step"} <= set(state):
+        raise UserError(f"{path}: not a training state written by the kit (keys missing); delete it to start over")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:

@@ -26,3 +26,24 @@ def test_viewer_falls_back_to_a_static_figure():
     plt.close("all")
     with pytest.raises(ValueError, match="no images"):
         FA.heatmap_viewer([], lambda i, a: heat, ["mass"])
+
+
+def test_heatmap_stays_in_the_breast_with_a_perceptual_colour_bar():
+    import matplotlib.pyplot as plt
+
+    image = np.zeros((40, 24))
+    image[:, :12] = 0.6                      # the breast is the left half; the right half is black background
+    heat = np.zeros((40, 24))
+    heat[:, 18:] = 5.0                       # the hottest pixels lie in the background
+    heat[10:14, 4:8] = 1.0                   # the breast's own peak
+    figure, _ = FA.heatmap_viewer([image], lambda i, a: heat, ["mass"], quantile=0.9, interactive=False)
+    ax = figure.axes[0]
+    overlay = ax.images[1]
+    assert overlay.get_cmap().name == "magma" and len(figure.axes) == 2   # the heat map and its colour bar
+    data = overlay.get_array()
+    assert data.mask[:, 12:].all() and not data.mask[:, :12].any()        # nothing drawn outside the breast
+    boxes = [p.get_bbox().bounds for p in ax.patches]
+    assert boxes and all(x + w <= 12 for x, _, w, _ in boxes)             # predicted boxes inside the breast
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels and all(label.startswith("#") for label in labels)      # scores in the legend, not on the image
+    plt.close("all")
