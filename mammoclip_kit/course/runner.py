@@ -264,13 +264,23 @@ def prepare_data(profile: str, parameters: dict[str, Any]) -> float:
     return round(time.perf_counter() - start, 2)
 
 
+#: Per-cell timeout (seconds) of each profile when none is given: a Jupyter client that loses a kernel message waits
+#: forever, and the timeout turns that into a retry with a fresh kernel. Generous against the longest cell measured
+#: (classroom: the formula-driven init, about 4 minutes on 2 cores); none for the paper profile (hours per cell).
+DEFAULT_CELL_TIMEOUT: dict[str, int | None] = {"smoke": 300, "classroom": 1200, "paper": None}
+
+
 def run(profile: str, *, only: list[str] | None = None, parameters: dict[str, Any] | None = None,
         output: Path | None = None, resume: bool = False, timeout: int | None = None,
         notebook_dir: Path | None = None, prepare: bool = True, progress: bool = False,
         verbose: bool = True) -> list[NotebookResult]:
-    """Run the sequence; returns one result per selected notebook (see the module docstring)."""
+    """Run the sequence; returns one result per selected notebook (see the module docstring).
+
+    ``timeout`` bounds each cell in seconds: None takes :data:`DEFAULT_CELL_TIMEOUT` of the profile, 0 means none.
+    """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
+    timeout = DEFAULT_CELL_TIMEOUT.get(profile) if timeout is None else (timeout or None)
     for name, value in (parameters or {}).items():  # typed and checked before any notebook starts
         check_parameter(name, value)
     output_dir = Path(output) if output else env.default_runs_root() / profile
@@ -319,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="KEY=VALUE", help="override a vocabulary parameter in every notebook")
     parser.add_argument("--output", type=Path, help="output folder (default: runs/<profile>)")
     parser.add_argument("--resume", action="store_true", help="skip notebooks that already succeeded unchanged")
-    parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    parser.add_argument("--timeout", type=int, default=None,
+                        help="per-cell timeout in seconds (default: smoke 300, classroom 1200, paper none; 0 = none); "
+                             "a cell that times out is retried once with a fresh kernel")
     parser.add_argument("--no-prepare", action="store_true", help="do not build a missing cohort before running")
     parser.add_argument("--notebooks", type=Path, default=None, help="notebook folder (default: notebooks/)")
     args = parser.parse_args(argv)

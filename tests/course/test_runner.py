@@ -130,3 +130,20 @@ pathlib.Path(output_dir, "seen.json").write_text(json.dumps({
     import os
 
     assert os.environ["PYTHONPATH"] == str(tmp_path / "elsewhere") and "MAMMOCLIP_PROGRESS" not in os.environ
+
+
+@pytest.mark.parametrize(("profile", "given", "expected"), [("smoke", None, 300), ("classroom", None, 1200),
+                                                            ("paper", None, None), ("classroom", 0, None),
+                                                            ("smoke", 7, 7)])
+def test_every_profile_bounds_its_cells_unless_told_otherwise(notebook_dir, tmp_path, monkeypatch, profile, given,
+                                                             expected):
+    seen = []
+
+    def fake_run_notebook(notebook, output_dir, params, *, timeout, progress):
+        seen.append(timeout)
+        return runner.NotebookResult(notebook=notebook.stem, status="ok")
+
+    monkeypatch.setattr(runner, "run_notebook", fake_run_notebook)
+    runner.run(profile, only=["00"], output=tmp_path / "out", notebook_dir=notebook_dir, prepare=False,
+               verbose=False, timeout=given)
+    assert seen == [expected]
