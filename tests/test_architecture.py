@@ -26,7 +26,7 @@ FOUNDATION = {"env", "config", "artifacts", "errors"}
 ALLOWED: dict[str, set[str]] = {
     "env": set(),
     "config": set(),
-    "artifacts": set(),
+    "artifacts": {"env"},
     "errors": set(),
     "cohort": FOUNDATION,
     "data": FOUNDATION,
