@@ -21,6 +21,8 @@ PROFILE_ENV = "MAMMOCLIP_PROFILE"
 PROGRESS_ENV = "MAMMOCLIP_PROGRESS"
 #: "1" makes the stages say when they reuse an artefact (see :func:`verbose`).
 VERBOSE_ENV = "MAMMOCLIP_VERBOSE"
+#: "1" in a kernel that a batch runner executes (no one is there to move a slider; see :func:`widgets_available`).
+BATCH_ENV = "MAMMOCLIP_BATCH"
 
 _REPORTED_PACKAGES = (
     "torch", "torchvision", "timm", "transformers", "tokenizers", "pydicom", "numpy", "pandas", "scikit-learn",
@@ -121,3 +123,21 @@ def verbose() -> bool:
     conversion, a build, a training run) is always reported.
     """
     return os.environ.get(VERBOSE_ENV, "0").strip().lower() in {"1", "true", "yes"}
+
+
+def widgets_available() -> bool:
+    """True inside a live IPython kernel with ipywidgets installed, where an interactive viewer makes sense.
+
+    False when ``$MAMMOCLIP_BATCH`` is ``1`` (the notebook runner sets it): an executed notebook keeps only a viewer's
+    first frame, and widget traffic in a batch-executed kernel can leave the Jupyter client waiting for a message that
+    never comes. Viewers then draw their static figure only.
+    """
+    if os.environ.get(BATCH_ENV, "0").strip() == "1":
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None

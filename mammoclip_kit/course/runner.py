@@ -182,12 +182,14 @@ def _run_once(notebook: Path, output_dir: Path, parameters: dict[str, Any], *, t
 @contextlib.contextmanager
 def _kernel_environment():
     """Environment of the kernels the runner starts: this checkout's kit first on the path (a user with two clones runs
-    the code of the clone whose runner they call), and progress bars off (a widget is saved as its first frame)."""
+    the code of the clone whose runner they call), progress bars off (a widget is saved as its first frame) and
+    interactive viewers off (``MAMMOCLIP_BATCH=1``: static figures only)."""
     root = str(Path(__file__).resolve().parents[2])
-    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", env.PROGRESS_ENV)}
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", env.PROGRESS_ENV, env.BATCH_ENV)}
     paths = [root] + [p for p in (saved["PYTHONPATH"] or "").split(os.pathsep) if p and p != root]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)
     os.environ[env.PROGRESS_ENV] = "0"
+    os.environ[env.BATCH_ENV] = "1"  # viewers draw static figures: no widget traffic in a batch kernel
     try:
         yield
     finally:

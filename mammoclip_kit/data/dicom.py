@@ -625,8 +625,14 @@ def plot_windows(image: DicomImage, windows: Sequence[tuple[str, tuple[float, fl
 def window_explorer(image: DicomImage):
     """An ipywidgets viewer: sliders for window center and width and a VOI LUT Function menu.
 
-    Needs a live kernel; an executed notebook keeps only the first frame, so pair it with :func:`plot_windows`.
+    Needs a live kernel (:func:`mammoclip_kit.env.widgets_available`); elsewhere (a batch-executed notebook, a script)
+    it prints where to use it and returns None, so pair it with :func:`plot_windows`.
     """
+    from mammoclip_kit.env import widgets_available
+
+    if not widgets_available():
+        print("window explorer: interactive only in a live Jupyter kernel (open this notebook in JupyterLab)")
+        return None
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from mammoclip_kit.env import widgets_available
 from mammoclip_kit.factor.localization import heatmap_to_boxes, upsample
 
 
@@ -88,17 +89,6 @@ def _breast(image: Any, shape: tuple[int, ...]) -> np.ndarray | None:
         return None
     mask = tissue_mask(array)
     return mask if mask.any() else None
-
-
-def widgets_available() -> bool:
-    """True inside a live IPython kernel with ipywidgets installed (a viewer can then be interactive)."""
-    try:
-        import ipywidgets  # noqa: F401
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def heatmap_viewer(images: Sequence[Any], heatmap_fn: Callable[[int, str], np.ndarray], attributes: Sequence[str],

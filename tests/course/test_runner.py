@@ -115,10 +115,12 @@ bar = progress_bar(range(3))
 list(bar)
 pathlib.Path(output_dir, "seen.json").write_text(json.dumps({
     "package": str(pathlib.Path(mammoclip_kit.__file__).resolve().parents[1]),
-    "progress": os.environ.get("MAMMOCLIP_PROGRESS"), "disabled": bar.disable}))
+    "progress": os.environ.get("MAMMOCLIP_PROGRESS"), "disabled": bar.disable,
+    "widgets": __import__("mammoclip_kit.env").env.widgets_available()}))
 """)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "elsewhere"))
     monkeypatch.delenv("MAMMOCLIP_PROGRESS", raising=False)
+    monkeypatch.delenv("MAMMOCLIP_BATCH", raising=False)
     out = tmp_path / "out"
     out.mkdir()
     results = runner.run("smoke", parameters={"output_dir": str(out)}, output=out, notebook_dir=folder,
@@ -126,10 +128,11 @@ pathlib.Path(output_dir, "seen.json").write_text(json.dumps({
     assert [r.status for r in results] == ["ok"], results[0].error
     seen = json.loads((out / "seen.json").read_text())
     checkout = str(runner.Path(runner.__file__).resolve().parents[2])
-    assert seen == {"package": checkout, "progress": "0", "disabled": True}
+    assert seen == {"package": checkout, "progress": "0", "disabled": True, "widgets": False}  # static viewers
     import os
 
     assert os.environ["PYTHONPATH"] == str(tmp_path / "elsewhere") and "MAMMOCLIP_PROGRESS" not in os.environ
+    assert "MAMMOCLIP_BATCH" not in os.environ
 
 
 @pytest.mark.parametrize(("profile", "given", "expected"), [("smoke", None, 300), ("classroom", None, 1200),

@@ -182,12 +182,16 @@ def test_read_header_counts_phi_tags_without_values(tmp_path):
         dicom.read_header(tmp_path / "b.dcm")
 
 
-def test_window_figures(tmp_path):
+def test_window_figures(tmp_path, monkeypatch):
     import matplotlib
 
     matplotlib.use("Agg")
     image = read_dicom(write_dicom(tmp_path / "a.dcm", _ramp(), bits_stored=12, window=[(2000, 3000)]))
     fig = dicom.plot_windows(image)
     assert len(fig.axes) == 5 and "c=2000, w=1000" in fig.axes[1].get_title()
+    assert dicom.window_explorer(image) is None               # no live kernel here: no widget, a printed hint
+    import mammoclip_kit.env as env
+
+    monkeypatch.setattr(env, "widgets_available", lambda: True)  # as in JupyterLab
     viewer = dicom.window_explorer(image)
     assert [w.description for w in viewer.children[:3]] == ["center", "width", "function"]
