@@ -8,7 +8,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = [p for folder in ("mammoclip_kit", "data_prep", "notebooks", "configs", "docs", "tests")
            for p in (ROOT / folder).rglob("*") if p.suffix in {".py", ".ipynb", ".md", ".yaml"}] + [ROOT / "README.md"]
-INTERNAL = re.compile(r"reference-spec|synthetic-mammography|\bspec §|\bspec section|\(spec \d")
+# The developers' notes the kit does not ship, spelled in pieces so that this file does not cite them itself.
+_UNSHIPPED = ("reference" + "-spec", "synthetic" + "-mammography")
+INTERNAL = re.compile("|".join(map(re.escape, _UNSHIPPED)) + r"|\bspec §|\bspec section|\(spec \d")
 CITATION = re.compile(r"docs/([\w-]+\.md) §(\d+(?:\.\d+)?)")
 
 
@@ -17,8 +19,7 @@ def _sections(page: Path) -> set[str]:
 
 
 def test_no_citation_of_documents_that_do_not_ship():
-    here = Path(__file__).name
-    found = [f"{p.relative_to(ROOT)}:{i}" for p in PRODUCT if p.name != here
+    found = [f"{p.relative_to(ROOT)}:{i}" for p in PRODUCT
              for i, line in enumerate(p.read_text().splitlines(), 1) if INTERNAL.search(line)]
     assert not found, "citations of internal documents: " + ", ".join(found[:20])
 
