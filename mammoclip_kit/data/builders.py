@@ -211,7 +211,8 @@ def build_vindr(vindr_dir: str | os.PathLike, png_dir: str | os.PathLike, *, rel
     images["fold"] = -1
     training = (images["split"] == "training").to_numpy()
     images.loc[training, "fold"] = assign_folds(images.loc[training, "patient_id"], n_folds)
-    images, dropped = attach_pngs(images, png_dir, relative_to, "vindr")
+    images, dropped = attach_pngs(images, png_dir, relative_to, "vindr", images_dir=vindr_dir / "images",
+                                  dicom_suffix=".dicom", listed_in=breast_csv)
 
     manifest = read_manifest(png_dir)
     if png_release is None:
@@ -328,7 +329,8 @@ def build_rsna(rsna_dir: str | os.PathLike, png_dir: str | os.PathLike, *, relat
     df["cancer"] = df["cancer"].map(cell_text).astype(int)
     df["fold"] = assign_folds(df["patient_id"], n_folds)
     df["breast_id"] = df["patient_id"].astype(str) + "_" + df["laterality"].astype(str)
-    images, dropped = attach_pngs(df, png_dir, Path(relative_to) if relative_to is not None else None, "rsna")
+    images, dropped = attach_pngs(df, png_dir, Path(relative_to) if relative_to is not None else None, "rsna",
+                                  images_dir=rsna_dir / "train_images", listed_in=rsna_dir / "train.csv")
     return RsnaTables(images=images, dropped=dropped)
 
 
@@ -412,7 +414,8 @@ def build_reports(reports_dir: str | os.PathLike, png_dir: str | os.PathLike, *,
         raise SchemaError(f"{source}: missing column(s) FINDINGS, IMPRESSION — an image-report table needs FINDINGS "
                           "and IMPRESSION (or one free-text REPORT column with FINDINGS: / IMPRESSION: headers)")
     df["view"] = df["view"].astype(str).str.strip()
-    df, dropped = attach_pngs(df, png_dir, Path(relative_to) if relative_to is not None else None, "reports")
+    df, dropped = attach_pngs(df, png_dir, Path(relative_to) if relative_to is not None else None, "reports",
+                              images_dir=reports_dir / "images", listed_in=source)
     all_views = list(dict.fromkeys(list(VIEW_ORDER) + (order_views(df["view"]) if len(df) else [])))
     columns = list(df.columns)
     rows, texts, keys = [], [], []

@@ -348,21 +348,99 @@ def read_manifest(png_dir: Path) -> pd.DataFrame | None:
     return manifest.drop_duplicates("image_id", keep="last").set_index("image_id", drop=False)
 
 
+#: Start of the stderr line that names an input listed in a CSV but absent on disk (one line per input, at most
+#: :data:`MISSING_SHOWN`). The notebook runner reports a notebook that printed one as "missing inputs", not "ok".
+MISSING_INPUT = "missing input:"
+MISSING_SHOWN = 10
+#: Start of a dropped-table reason for an image whose DICOM is not on disk (:func:`attach_pngs`).
+DICOM_MISSING = "DICOM missing:"
+DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".DCM", ".DICOM")
+
+
+def _dicom_of(images_dir: Path, patient_id: str, image_id: str) -> Path | None:
+    """The DICOM of an image under a dataset's image folder (``<patient_id>/<image_id>.dcm|.dicom``), or None."""
+    for suffix in DICOM_SUFFIXES:
+        path = images_dir / str(patient_id) / f"{image_id}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _conversion_errors(png_dir: Path) -> dict[str, str]:
+    """image_id → "error: message" of the PNG folder's ``errors.csv`` (the last conversion's failures)."""
+    path = png_dir / "errors.csv"
+    if not path.is_file() or not path.stat().st_size:
+        return {}
+    table = read_csv_checked(path, "PNG conversion errors", dtype=str).fillna("")
+    if not {"image_id", "error", "message"} <= set(table.columns):
+        return {}
+    return {r.image_id: f"{r.error}: {r.message}" for r in table.itertuples()}
+
+
+def _missing_png_reason(png: Path, png_dir: Path, patient_id: str, image_id: str, row: int, images_dir: Path | None,
+                        suffix: str, listed_in: Path | None, errors: dict[str, str]) -> str:
+    """Why an image has no PNG: its DICOM is not on disk, its DICOM failed to convert, or (else) no PNG at ``png``."""
+    where = f"{listed_in.name} {row_label(row)}" if listed_in is not None else "the input table"
+    if images_dir is not None:
+        dicom = _dicom_of(images_dir, patient_id, image_id)
+        if dicom is None:
+            return f"{DICOM_MISSING} {images_dir / str(patient_id) / image_id}{suffix} is not on disk (listed in {where})"
+        if image_id in errors:
+            return f"DICOM {dicom} could not be converted ({errors[image_id]}; see {png_dir / 'errors.csv'})"
+    return f"no PNG at {png}"
+
+
 def attach_pngs(df: pd.DataFrame, png_dir: Path, relative_to: Path | None, dataset: str,
-                 patient_column: str = "patient_id") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Add ``png_path``; rows whose PNG is missing go to the dropped table (with the reason)."""
+                patient_column: str = "patient_id", *, images_dir: Path | None = None, dicom_suffix: str = ".dcm",
+                listed_in: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Add ``png_path``; rows whose PNG is missing go to the dropped table (with the reason).
+
+    ``images_dir`` is the dataset's DICOM folder (``<patient_id>/<image_id><dicom_suffix>``; any of
+    :data:`DICOM_SUFFIXES` is found) and ``listed_in`` the input CSV
+    (``df``'s index = its data rows). When ``png_dir`` is a kit PNG folder (it has ``manifest.csv`` or
+    ``png_folder.json``), the reason names the DICOM that is missing on disk (``DICOM missing: …``, also printed as a
+    ``missing input:`` line) or that failed to convert (from ``errors.csv``), rather than the PNG it would have made.
+    """
     paths = [png_path_for(png_dir, p, i) for p, i in zip(df[patient_column], df["image_id"], strict=True)]
     exists = np.array([p.is_file() for p in paths], dtype=bool)
     base = _relpath(png_dir, relative_to)  # resolve once; every PNG lies below png_dir
     df = df.copy()
     df["png_path"] = [f"{base}/{p.relative_to(png_dir).as_posix()}" if relative_to is not None and not
                       Path(base).is_absolute() else str(p) for p in paths]
-    dropped = pd.DataFrame({"dataset": dataset, "image_id": df.loc[~exists, "image_id"],
-                            "reason": [f"no PNG at {p}" for p, e in zip(paths, exists, strict=True) if not e]})
-    if (~exists).any():
-        log.warning("%s: %d of %d image(s) have no PNG under %s and are left out", dataset, int((~exists).sum()),
-                    len(df), png_dir)
+    kit_folder = (png_dir / "manifest.csv").is_file() or (png_dir / "png_folder.json").is_file()
+    images_dir = images_dir if kit_folder else None  # a PNG release was not made from these DICOMs
+    errors = _conversion_errors(png_dir) if kit_folder and not exists.all() else {}
+    missing = np.flatnonzero(~exists)
+    reasons = [_missing_png_reason(paths[k], png_dir, str(df[patient_column].iloc[k]), str(df["image_id"].iloc[k]),
+                                   int(df.index[k]), images_dir, dicom_suffix, listed_in, errors) for k in missing]
+    dropped = pd.DataFrame({"dataset": dataset, "image_id": df["image_id"].iloc[missing].to_numpy(),
+                            "reason": reasons}, columns=["dataset", "image_id", "reason"])
+    if len(missing):
+        log.warning("%s: %d of %d image(s) have no PNG under %s and are left out (first reason: %s)", dataset,
+                    len(missing), len(df), png_dir, reasons[0])
+        warn_missing_inputs(dropped)
     return df.loc[exists].reset_index(drop=True), dropped
+
+
+def missing_inputs(dropped: pd.DataFrame) -> list[str]:
+    """The inputs a dropped table says are missing on disk (``DICOM missing: …`` reasons, without the prefix)."""
+    if dropped is None or not len(dropped) or "reason" not in dropped.columns:
+        return []
+    reasons = dropped["reason"].dropna().astype(str)
+    return [r[len(DICOM_MISSING):].strip() for r in reasons if r.startswith(DICOM_MISSING)]
+
+
+def warn_missing_inputs(dropped: pd.DataFrame, more: str = "the dropped table") -> int:
+    """Print one ``missing input: …`` line on stderr per input missing on disk (at most :data:`MISSING_SHOWN`, then a
+    count naming ``more``, where the full list is); returns how many are missing."""
+    import sys
+
+    found = missing_inputs(dropped)
+    for line in found[:MISSING_SHOWN]:
+        print(f"{MISSING_INPUT} {line}; its image is left out of the tables", file=sys.stderr)
+    if len(found) > MISSING_SHOWN:
+        print(f"{MISSING_INPUT} … and {len(found) - MISSING_SHOWN} more (every one in {more})", file=sys.stderr)
+    return len(found)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -438,10 +516,14 @@ def ensure_tables(ctx: RunContext, datasets: Sequence[str] | None = None) -> dic
     docstring). Each dataset's table group is an artefact (:func:`mammoclip_kit.artifacts.ensure`) recorded in
     ``tables/<dataset>.params.json``: it is rebuilt when its inputs (CSV and PNG manifest mtimes and sizes), the
     ``tables`` settings, the seed or the kit's table version changed, when one of its tables is missing, or when
-    ``ctx.retrain`` is set. Left-out images are listed in ``tables/dropped.csv``.
+    ``ctx.retrain`` is set. Left-out images are listed in ``tables/dropped.csv``; an image whose DICOM is missing on
+    disk is also printed as a ``missing input:`` line (on every call, also when the tables are reused). A data root
+    that holds the input CSVs of none of ``datasets`` is an error naming the root and the files expected.
     """
     config = TablesConfig.from_context(ctx)
     tables_dir = Path(ctx.tables_dir)
+    ctx.require_data(complete=False)  # builds a missing embedded cohort; a user root must exist
+    _require_inputs(ctx, datasets or tuple(_INPUTS))
     png_dirs = _resolve_png_dirs(ctx, config)
     built: dict[str, Path] = {}
     dropped_all = []
@@ -462,6 +544,7 @@ def ensure_tables(ctx: RunContext, datasets: Sequence[str] | None = None) -> dic
         def reuse(_: Path, dataset: str = dataset, outputs: dict[str, Path] = outputs) -> dict[str, Path]:
             if env.verbose():
                 print(f"tables {dataset:<8} up to date: {', '.join(outputs)}")
+            _rewarn_missing(tables_dir / "dropped.csv", dataset)  # still missing: say so on every run
             return outputs
 
         def build(_: Path, dataset: str = dataset, png_dir: Path = png_dir,
@@ -481,6 +564,31 @@ def ensure_tables(ctx: RunContext, datasets: Sequence[str] | None = None) -> dic
             dropped = pd.concat([old, dropped], ignore_index=True)
         write_table(dropped, previous)
     return built
+
+
+def _require_inputs(ctx: RunContext, datasets: Sequence[str]) -> None:
+    """Stop early when ``data_root`` holds the input CSVs of none of ``datasets`` (e.g. a wrong data root): the error
+    names the root, the files expected and what the root holds instead."""
+    unknown = [d for d in datasets if d not in _INPUTS]
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {', '.join(map(str, unknown))}: expected some of {', '.join(_INPUTS)}")
+    root = Path(ctx.data_root)
+    if any(all((root / f).is_file() for f in _INPUTS[d]) for d in datasets):
+        return
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_root {root} does not exist: point data_root at a folder holding vindr/, "
+                                "rsna/ and/or reports/ (see README 'Real data')")
+    expected = "; ".join(" + ".join(_INPUTS[d]) for d in datasets)
+    found = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:8]
+    raise FileNotFoundError(f"data_root {root}: no input tables to build from — expected {expected} (at least one "
+                            f"dataset); the folder holds {', '.join(found) if found else 'nothing'}")
+
+
+def _rewarn_missing(dropped_csv: Path, dataset: str) -> None:
+    """Repeat the ``missing input:`` lines of a reused dataset (the tables were built without those images)."""
+    if dropped_csv.is_file():
+        dropped = pd.read_csv(dropped_csv, dtype=str)
+        warn_missing_inputs(dropped[dropped["dataset"] == dataset], more=str(dropped_csv))
 
 
 def _build_group(ctx: RunContext, dataset: str, png_dir: Path, config: TablesConfig,
