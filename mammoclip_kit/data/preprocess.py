@@ -26,6 +26,7 @@ images (the resumable multi-process batch, ``errors.csv``, the folder record and
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,7 @@ __all__ = [
     "IMAGE_SOURCES",
     "MANIFEST_COLUMNS",
     "MODES",
+    "PREPROCESSING_RECORD",
     "PreprocessConfig",
     "PreprocessError",
     "Processed",
@@ -61,7 +63,9 @@ __all__ = [
     "png_to_original",
     "preprocess_file",
     "process_image",
+    "read_preprocessing_record",
     "source_ids",
+    "write_preprocessing_record",
 ]
 
 MODES: tuple[str, ...] = ("paper", "voi")
@@ -509,6 +513,41 @@ def png_to_original(boxes: np.ndarray, row: Mapping[str, Any]) -> np.ndarray:
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     x0, y0, sx, sy = _box_params(row)
     return np.stack([b[:, 0] / sx + x0, b[:, 1] / sy + y0, b[:, 2] / sx + x0, b[:, 3] / sy + y0], axis=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The preprocessing a checkpoint's images went through
+
+#: File in a checkpoint folder naming the DICOM → PNG setting its training images were made with
+#: (``{"mode", "height", "width", "bits"}``). ``python -m mammoclip_kit.predict`` converts DICOMs with its mode.
+PREPROCESSING_RECORD = "preprocessing.json"
+
+
+def write_preprocessing_record(folder: str | os.PathLike, cfg: PreprocessConfig) -> Path:
+    """Record in a checkpoint ``folder`` the (mode, size, bits) of the PNGs its model was trained on."""
+    from mammoclip_kit.artifacts import atomic_write_json
+
+    return atomic_write_json(Path(folder) / PREPROCESSING_RECORD,
+                             {"mode": cfg.mode, "height": int(cfg.height), "width": int(cfg.width),
+                              "bits": int(cfg.bits)})
+
+
+def read_preprocessing_record(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
+    """The preprocessing a checkpoint records (:data:`PREPROCESSING_RECORD` in a kit folder), or None when it records
+    none (a released ``.tar``, a converted release, a folder written before the kit recorded it).
+
+    Raises ``ValueError`` naming the file when the record is unreadable or names an unknown mode.
+    """
+    path = Path(checkpoint).expanduser() / PREPROCESSING_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not valid JSON ({' '.join(str(error).split())})") from None
+    if not isinstance(record, dict) or record.get("mode") not in MODES:
+        raise ValueError(f"{path}: expected {{\"mode\": one of {', '.join(MODES)}, ...}}, got {record!r}")
+    return record
 
 
 # ----------------------------------------------------------------------------------------------------------------------

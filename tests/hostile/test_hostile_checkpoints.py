@@ -116,7 +116,7 @@ def _write_png(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
 
 
 @pytest.mark.parametrize("kind, expected", [("blank", "blank image"), ("one pixel", "too small"),
-                                            ("not an image", "not a readable image"), ("missing", "no such image")])
+                                            ("not an image", "not a readable image")])
 def test_predict_skips_a_bad_image_and_goes_on(checkpoint: Path, mammogram_png: Path, tmp_path: Path, kind: str,
                                                expected: str, capsys):
     bad = tmp_path / f"{kind.replace(' ', '_')}.png"
@@ -134,6 +134,21 @@ def test_predict_skips_a_bad_image_and_goes_on(checkpoint: Path, mammogram_png: 
     assert [r["image"] for r in records] == [str(mammogram_png), str(bad)]
     assert "mass" in records[0] and expected in records[1]["error"]
     assert f"skipped: {bad}" in err and "1 of 2 image(s) failed" in err
+
+
+def test_predict_refuses_missing_image_paths_before_loading_a_model(checkpoint: Path, mammogram_png: Path,
+                                                                   tmp_path: Path, capsys, monkeypatch):
+    from mammoclip_kit import predict
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded although an image path does not exist")
+
+    monkeypatch.setattr(predict, "load_model", no_loading)
+    gone = tmp_path / "missing.png"
+    code, out, err = _predict(["--checkpoint", str(checkpoint), "--image", str(mammogram_png), str(gone), "--json",
+                               "--device", "cpu"], capsys)
+    assert_clear_error(code, err, "1 of 2 image path(s) do not exist", str(gone), "nothing was loaded")
+    assert out == ""
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "P"])
@@ -229,5 +244,8 @@ def test_non_finite_outputs_are_refused_and_json_stays_valid(smoke_checkpoint: P
     assert code == 2 and "Traceback" not in err
     records = json.loads(out)  # strict JSON: a bare NaN would not parse with allow_nan=False below
     json.dumps(records, allow_nan=False)
-    assert records == [{"image": str(mammogram_png), "error": records[0]["error"]}]
+    assert records == [{"image": str(mammogram_png), "error": records[0]["error"], "checkpoint": str(folder),
+                        "checkpoint_sha256": records[0]["checkpoint_sha256"], "checkpoint_kind": "kit folder",
+                        "prompts": "kit", "scoring": "ensemble", "dicom_mode": "paper",
+                        "dicom_mode_source": records[0]["dicom_mode_source"]}]
     assert "non-finite model output" in records[0]["error"]
