@@ -246,6 +246,7 @@ def collect_summary(output_dir: Path, profile: str, results: dict[str, dict[str,
             payload = json.loads(metrics_file.read_text())
             entry["metrics"] = payload.get("metrics", {})
             entry["data"] = payload.get("data_root")
+            entry["checkpoint"] = payload.get("checkpoint")
         notebooks[name] = entry
     summary = {"profile": profile, "generated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "total_wall_s": round(sum(r.get("wall_s") or 0 for r in results.values()), 2),
