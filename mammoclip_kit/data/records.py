@@ -523,7 +523,9 @@ def ensure_tables(ctx: RunContext, datasets: Sequence[str] | None = None) -> dic
     config = TablesConfig.from_context(ctx)
     tables_dir = Path(ctx.tables_dir)
     ctx.require_data(complete=False)  # builds a missing embedded cohort; a user root must exist
-    _require_inputs(ctx, datasets or tuple(_INPUTS))
+    already_built = _require_inputs(ctx, datasets or tuple(_INPUTS))
+    if already_built is not None:
+        return already_built
     png_dirs = _resolve_png_dirs(ctx, config)
     built: dict[str, Path] = {}
     dropped_all = []
@@ -566,22 +568,43 @@ def ensure_tables(ctx: RunContext, datasets: Sequence[str] | None = None) -> dic
     return built
 
 
-def _require_inputs(ctx: RunContext, datasets: Sequence[str]) -> None:
-    """Stop early when ``data_root`` holds the input CSVs of none of ``datasets`` (e.g. a wrong data root): the error
-    names the root, the files expected and what the root holds instead."""
+def _require_inputs(ctx: RunContext, datasets: Sequence[str]) -> dict[str, Path] | None:
+    """Check that ``data_root`` holds the input CSVs of at least one of ``datasets`` (returns None).
+
+    When it holds none (e.g. a wrong data root): the tables of ``datasets`` already built in ``ctx.tables_dir`` are
+    returned with a note naming the root and where they came from, and without any, a ``FileNotFoundError`` names the
+    root, the files expected and what the root holds instead — before any PNG or table work.
+    """
     unknown = [d for d in datasets if d not in _INPUTS]
     if unknown:
         raise ValueError(f"unknown dataset(s) {', '.join(map(str, unknown))}: expected some of {', '.join(_INPUTS)}")
     root = Path(ctx.data_root)
     if any(all((root / f).is_file() for f in _INPUTS[d]) for d in datasets):
-        return
+        return None
     if not root.is_dir():
         raise FileNotFoundError(f"data_root {root} does not exist: point data_root at a folder holding vindr/, "
                                 "rsna/ and/or reports/ (see README 'Real data')")
     expected = "; ".join(" + ".join(_INPUTS[d]) for d in datasets)
+    tables_dir = Path(ctx.tables_dir)
+    built = {name: tables_dir / f"{name}.csv" for d in datasets for name in _OUTPUTS[d]
+             if (tables_dir / f"{name}.csv").is_file()}
+    if built:
+        sources = sorted({str(Path(entry[0]).parent.parent) for d in datasets
+                          for entry in _recorded_inputs(tables_dir / f"{d}.params.json")})
+        print(f"note: data_root {root} holds none of the input tables ({expected}); using the tables already built "
+              f"in {tables_dir}" + (f" from {', '.join(sources)}" if sources else ""))
+        return built
     found = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:8]
     raise FileNotFoundError(f"data_root {root}: no input tables to build from — expected {expected} (at least one "
                             f"dataset); the folder holds {', '.join(found) if found else 'nothing'}")
+
+
+def _recorded_inputs(record: Path) -> list[list[Any]]:
+    """The input files a table group's ``<dataset>.params.json`` records ([] when unreadable or absent)."""
+    try:
+        return list(json.loads(record.read_text())["params"]["inputs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def _rewarn_missing(dropped_csv: Path, dataset: str) -> None:

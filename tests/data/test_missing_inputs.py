@@ -108,3 +108,17 @@ def test_a_wrong_data_root_stops_early_naming_the_root_and_the_expected_files(tm
     if layout == "parent of the data root":
         assert "holds mine/" in message
     assert not (tmp_path / "runs" / "png").exists() and not (tmp_path / "runs" / "tables").exists()
+
+
+def test_a_root_without_inputs_reuses_tables_already_built_and_says_from_where(tmp_path, capsys):
+    data_root = tmp_path / "data"
+    make_report_root(data_root)
+    ctx = _context(data_root, tmp_path / "runs")
+    paths = R.ensure_tables(ctx)
+    (tmp_path / "elsewhere").mkdir()
+    ctx.data_root = tmp_path / "elsewhere"
+    capsys.readouterr()
+    assert R.ensure_tables(ctx) == paths
+    out = capsys.readouterr().out
+    assert f"note: data_root {tmp_path / 'elsewhere'} holds none of the input tables" in out
+    assert f"from {data_root}" in out
