@@ -518,7 +518,8 @@ def ensure_tables(ctx: RunContext, datasets: Sequence[str] | None = None) -> dic
     ``tables`` settings, the seed or the kit's table version changed, when one of its tables is missing, or when
     ``ctx.retrain`` is set. Left-out images are listed in ``tables/dropped.csv``; an image whose DICOM is missing on
     disk is also printed as a ``missing input:`` line (on every call, also when the tables are reused). A data root
-    that holds the input CSVs of none of ``datasets`` is an error naming the root and the files expected.
+    that holds the input CSVs of none of ``datasets`` is an error naming the root and the files expected, unless their
+    tables are already built (then those are returned, with a note naming the root and where they came from).
     """
     config = TablesConfig.from_context(ctx)
     tables_dir = Path(ctx.tables_dir)
