@@ -280,8 +280,11 @@ def _json_value(value: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mammoclip_kit.predict",
-                                     description="Zero-shot probabilities of mammograms (PNG/JPEG/DICOM).")
+    parser = argparse.ArgumentParser(
+        prog="python -m mammoclip_kit.predict", description="Zero-shot probabilities of mammograms (PNG/JPEG/DICOM).",
+        epilog="The output names the checkpoint (path, SHA-256), prompts, scoring rule and DICOM mode it used (header "
+               "lines of the table; fields of each --json record). A binary task gives P(positive); density gives the "
+               "predicted category (density: A-D) and one probability per category (density_A ... density_D).")
     parser.add_argument("--checkpoint", required=True, help="kit checkpoint folder or released .tar file")
     parser.add_argument("--image", nargs="+", required=True, help="image files (PNG, JPEG or DICOM)")
     parser.add_argument("--prompts", default=None, help="JSON file {task: [class-0 prompts, class-1 prompts, ...]}")
