@@ -15,7 +15,7 @@ from mammoclip_kit.eval.detection import detection_settings
 from mammoclip_kit.eval.encoders import EncoderSpec
 from mammoclip_kit.eval.features import cached_features, extract_features
 from mammoclip_kit.eval.finetune import FineTuneConfig, fine_tune
-from mammoclip_kit.eval.robustness import RobustnessConfig, run_shift_grid
+from mammoclip_kit.eval.robustness import RobustnessConfig, run_robustness
 from mammoclip_kit.inference import embed_images, load_model_input, model_image_size, resolve_image_size
 
 OWN = (32, 16)  # the tower's input size; the PNGs on disk are 40 × 24
@@ -76,8 +76,8 @@ def test_fine_tune_trains_at_the_encoder_size(cohort):
 def test_robustness_shifts_the_image_the_encoder_receives(cohort, tmp_path):
     root, table = cohort
     encoder = SizedEncoder()
-    cfg = RobustnessConfig(tasks=["mass"], shifts={"gamma": [2]}, n_boot=5)
-    run_shift_grid([EncoderSpec("sized", lambda: encoder)], {"vindr": table}, cfg, root=root, cache_dir=tmp_path,
+    cfg = RobustnessConfig(tasks=["mass"], shifts={"contrast": [2]}, holdout=[], n_boot=5)
+    run_robustness([EncoderSpec("sized", lambda: encoder)], {"vindr": table}, cfg, root=root, cache_dir=tmp_path,
                    progress=False)
     assert set(encoder.shapes) == {OWN}
 

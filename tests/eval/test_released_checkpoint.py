@@ -21,7 +21,7 @@ from mammoclip_kit.convert import convert
 from mammoclip_kit.eval.detection import DetectorConfig, create_detector, detection_settings
 from mammoclip_kit.eval.encoders import create_encoder
 from mammoclip_kit.eval.features import cached_features
-from mammoclip_kit.eval.robustness import RobustnessConfig, run_shift_grid
+from mammoclip_kit.eval.robustness import RobustnessConfig, run_robustness
 from mammoclip_kit.eval.zero_shot import load_eval_model
 from mammoclip_kit.factor import feature_maps
 from mammoclip_kit.inference import load_model_input, model_image_size, zero_shot
@@ -98,10 +98,10 @@ def test_detection_backbone(run):
 def test_robustness(run):
     ctx, _, _, _, root, table = run
     spec = create_encoder("released", ctx)
-    cfg = RobustnessConfig(tasks=["mass"], shifts={"gamma": [2]}, n_boot=5, image_size=SMALL)
-    result = run_shift_grid([spec], {"vindr": table}, cfg, root=root, cache_dir=root / "cache", progress=False)
-    assert set(result["encoder"]) == {"b2-model-best-epoch-10"} and set(result["severity"]) == {0, 2}
-    assert np.isfinite(result["value"]).all()
+    cfg = RobustnessConfig(tasks=["mass"], shifts={"contrast": [2]}, holdout=[], n_boot=5, image_size=SMALL)
+    drops = run_robustness([spec], {"vindr": table}, cfg, root=root, cache_dir=root / "cache", progress=False).drops()
+    assert set(drops["encoder"]) == {"b2-model-best-epoch-10"} and set(drops["severity"]) == {2}
+    assert np.isfinite(drops[["clean_value", "value"]].to_numpy()).all()
 
 
 def test_factor_feature_maps(run, tmp_path):
