@@ -127,6 +127,8 @@ def _static_bar(iterable: Any = None, **kwargs: Any) -> Any:
     from tqdm import tqdm as text_tqdm
 
     class StaticBar(text_tqdm):
+        monitor_interval = 0  # no monitor thread: nothing is drawn before close()
+
         def close(self) -> None:
             if getattr(self, "_printed", False) or self.disable:
                 return super().close()

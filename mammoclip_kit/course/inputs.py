@@ -153,6 +153,31 @@ def _check_images(ctx: RunContext, part: str, frame: Any, source: Path, report: 
         report.ok(part, f"{source.name}: {len(frame)} rows, all {len(ids)} listed DICOMs present")
 
 
+def _check_boxes(ctx: RunContext, frame: Any, source: Path, report: InputReport) -> None:
+    """Every finding the detector (notebook 07) and FActOR (notebook 09) localise needs boxes in both VinDr splits:
+    checked here, not after the first finding's training."""
+    from mammoclip_kit.data import records
+
+    wanted = {str(f).replace("_", " ").lower() for f in ctx.section("detection").get("findings") or []}
+    wanted |= {str(a).replace("_", " ").lower() for a in ctx.section("factor").get("attributes") or []}
+    counts = {name: {"training": 0, "test": 0} for name in sorted(wanted)}
+    for row, (value, split, xmin) in enumerate(zip(frame["finding_categories"], frame["split"], frame["xmin"],
+                                                   strict=True)):
+        if xmin != xmin or xmin is None or str(split) not in ("training", "test"):  # no box (NaN) or unknown split
+            continue
+        for name in records.parse_finding_categories(value, source, row):
+            if name.lower() in counts:
+                counts[name.lower()][str(split)] += 1
+    empty = [f"{name} ({counts[name]['training']} training, {counts[name]['test']} test)" for name in counts
+             if not counts[name]["training"] or not counts[name]["test"]]
+    if empty:
+        report.bad(f"{source}: detection / FActOR need boxes in the training and the test split, but for "
+                   f"{', '.join(empty)}; remove the finding from the profile's detection.findings / "
+                   "factor.attributes or add data")
+    elif counts:
+        report.ok("vindr boxes", ", ".join(f"{n}: {c['training']} training, {c['test']} test" for n, c in counts.items()))
+
+
 def _check_data(ctx: RunContext, report: InputReport) -> None:
     from mammoclip_kit.data import records
     from mammoclip_kit.data.layout import REQUIRED_FILES
@@ -178,6 +203,8 @@ def _check_data(ctx: RunContext, report: InputReport) -> None:
                 continue
             if index == 0:
                 _check_images(ctx, part, frame, root / rel, report)
+            elif part == "vindr":
+                _check_boxes(ctx, frame, root / rel, report)
 
 
 def _check_settings(ctx: RunContext, report: InputReport) -> None:
@@ -207,9 +234,9 @@ def validate_inputs(ctx: RunContext, *, load_checkpoint: bool = True) -> InputRe
     :class:`InputError` listing every problem.
     """
     report = InputReport()
-    if ctx.rehearsal_inputs is not None:
-        from mammoclip_kit.course.rehearsal import ensure_rehearsal_inputs
+    from mammoclip_kit.course.rehearsal import ensure_rehearsal_inputs, uses_default_inputs
 
+    if uses_default_inputs(ctx):
         ensure_rehearsal_inputs(ctx)
     if not ctx.is_cohort:
         text_encoder = ctx.params.get("text_encoder")

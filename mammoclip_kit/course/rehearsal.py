@@ -27,7 +27,7 @@ from mammoclip_kit.artifacts import Artifact
 if TYPE_CHECKING:
     from mammoclip_kit.context import RunContext
 
-__all__ = ["ensure_rehearsal_inputs", "build_rehearsal_inputs", "REHEARSAL_VERSION"]
+__all__ = ["ensure_rehearsal_inputs", "build_rehearsal_inputs", "uses_default_inputs", "REHEARSAL_VERSION"]
 
 #: Bumped when what :func:`build_rehearsal_inputs` writes changes (the record then no longer matches).
 REHEARSAL_VERSION = 1
@@ -81,6 +81,15 @@ def build_rehearsal_inputs(folder: str | Path, inputs: dict[str, Any]) -> dict[s
                          image_size=(height, width)).eval()
     write_reference_checkpoint(model, paths["checkpoint"], arch=arch)
     return paths
+
+
+def uses_default_inputs(ctx: RunContext) -> bool:
+    """True when ``ctx`` (profile ``rehearsal``) reads at least one input from the folder the rehearsal writes."""
+    folder = ctx.rehearsal_inputs
+    if folder is None:
+        return False
+    defaults = _paths(folder, ctx.section("inputs"))
+    return any(str(ctx.params.get(name)) == str(path) for name, path in defaults.items())
 
 
 def ensure_rehearsal_inputs(ctx: RunContext) -> dict[str, Path]:

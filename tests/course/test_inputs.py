@@ -47,6 +47,15 @@ def test_a_table_without_a_column_is_named(data_copy, tmp_path):
         validate_inputs(_ctx(tmp_path, data_copy))
 
 
+def test_a_finding_without_test_boxes_stops_the_run_before_detection(data_copy, tmp_path):
+    csv = data_copy["data_root"] / "vindr" / "finding_annotations.csv"
+    frame = pd.read_csv(csv)
+    calcification = frame["finding_categories"].str.contains("Suspicious Calcification") & (frame["split"] == "test")
+    frame[~calcification].to_csv(csv, index=False)
+    with pytest.raises(InputError, match=r"suspicious calcification \(4 training, 0 test\)"):
+        validate_inputs(_ctx(tmp_path, data_copy), load_checkpoint=False)
+
+
 def test_every_problem_is_listed_at_once(data_copy, tmp_path):
     shutil.rmtree(data_copy["data_root"] / "rsna")
     with pytest.raises(InputError) as error:
@@ -67,7 +76,8 @@ def test_the_reports_are_needed_only_when_notebook_04_pretrains(data_copy, tmp_p
 
 def test_checkpoint_and_text_encoder_problems(rehearsal_inputs, tmp_path):
     with pytest.raises(InputError, match="a released file needs text_encoder="):
-        validate_inputs(_ctx(tmp_path, {k: v for k, v in rehearsal_inputs.items() if k != "text_encoder"}))
+        validate_inputs(_ctx(tmp_path, {k: v for k, v in rehearsal_inputs.items() if k != "text_encoder"},
+                             profile="paper"))
     with pytest.raises(InputError, match="hub id, but offline .* not in the local Hugging Face cache"):
         validate_inputs(_ctx(tmp_path, rehearsal_inputs, text_encoder="nobody/no-such-bert-anywhere"))
     with pytest.raises(InputError, match="missing config.json"):
