@@ -295,14 +295,16 @@ def _run_once(notebook: Path, output_dir: Path, parameters: dict[str, Any], *, t
 def _kernel_environment():
     """Environment of the kernels the runner starts: this checkout's kit first on the path (a user with two clones runs
     the code of the clone whose runner they call), static progress bars (``MAMMOCLIP_PROGRESS=static``: a bar prints
-    its final count once, where a widget would be saved as its first frame, 0 %) and interactive viewers off
-    (``MAMMOCLIP_BATCH=1``: static figures only)."""
+    its final count once, where a widget would be saved as its first frame, 0 %; Hugging Face's own bars off) and
+    interactive viewers off (``MAMMOCLIP_BATCH=1``: static figures only)."""
     root = str(Path(__file__).resolve().parents[2])
-    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", env.PROGRESS_ENV, env.BATCH_ENV)}
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", env.PROGRESS_ENV, env.BATCH_ENV,
+                                                     "HF_HUB_DISABLE_PROGRESS_BARS")}
     paths = [root] + [p for p in (saved["PYTHONPATH"] or "").split(os.pathsep) if p and p != root]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)
     os.environ[env.PROGRESS_ENV] = "static"  # each bar prints its final state once: no widget frozen at 0 %
     os.environ[env.BATCH_ENV] = "1"  # viewers draw static figures: no widget traffic in a batch kernel
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # transformers' "Loading weights" bars were saved at 0 %
     try:
         yield
     finally:

@@ -165,10 +165,12 @@ import mammoclip_kit
 from mammoclip_kit.env import progress_bar
 bar = progress_bar(range(3))
 list(bar)
+from transformers.utils import logging as hf_logging
+hf_bars = hf_logging.is_progress_bar_enabled()
 pathlib.Path(output_dir, "seen.json").write_text(json.dumps({
     "package": str(pathlib.Path(mammoclip_kit.__file__).resolve().parents[1]),
     "progress": os.environ.get("MAMMOCLIP_PROGRESS"), "bar": type(bar).__name__,
-    "widgets": __import__("mammoclip_kit.env").env.widgets_available()}))
+    "widgets": __import__("mammoclip_kit.env").env.widgets_available(), "hf_bars": hf_bars}))
 """)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "elsewhere"))
     monkeypatch.delenv("MAMMOCLIP_PROGRESS", raising=False)
@@ -180,7 +182,8 @@ pathlib.Path(output_dir, "seen.json").write_text(json.dumps({
     assert [r.status for r in results] == ["ok"], results[0].error
     seen = json.loads((out / "seen.json").read_text())
     checkout = str(runner.Path(runner.__file__).resolve().parents[2])
-    assert seen == {"package": checkout, "progress": "static", "bar": "StaticBar", "widgets": False}  # static viewers
+    assert seen == {"package": checkout, "progress": "static", "bar": "StaticBar", "widgets": False,
+                    "hf_bars": False}  # static viewers
     executed = nbformat.read(out / "notebooks" / "00_env.ipynb", as_version=4)
     shown = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert "100%" in shown and "3/3" in shown  # the final count, printed once
