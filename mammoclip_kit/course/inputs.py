@@ -140,6 +140,14 @@ def _check_checkpoint(ctx: RunContext, report: InputReport, text_ok: bool) -> No
 
 
 def _check_images(ctx: RunContext, part: str, frame: Any, source: Path, report: InputReport) -> None:
+    png_root = (ctx.section("tables").get("png_root") or {}).get(part)
+    if png_root:  # the authors' PNG release replaces the DICOMs of this part
+        folder = ctx.data_root / str(png_root)
+        if not folder.is_dir():
+            report.bad(f"tables.png_root.{part} {png_root}: no such folder under data_root {ctx.data_root}")
+        else:
+            report.ok(part, f"{source.name}: {len(frame)} rows; images from the PNG release {png_root}")
+        return
     folder, group, key, suffix = _IMAGE_PATHS[part]
     root = ctx.data_root / folder
     ids = frame[[group, key]].drop_duplicates()

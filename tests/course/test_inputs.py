@@ -92,3 +92,16 @@ def test_the_paper_profile_needs_a_checkpoint(rehearsal_inputs, tmp_path):
     inputs = {k: v for k, v in rehearsal_inputs.items() if k != "checkpoint"}
     with pytest.raises(InputError, match="checkpoint: not given; the paper profile evaluates a given checkpoint"):
         validate_inputs(_ctx(tmp_path, inputs, profile="paper"))
+
+
+def test_an_authors_png_release_replaces_the_dicom_check(data_copy, tmp_path, monkeypatch):
+    shutil.rmtree(data_copy["data_root"] / "rsna" / "train_images")
+    (data_copy["data_root"] / "rsna" / "train_images").mkdir()  # the layout's folder, but no DICOMs in it
+    ctx = _ctx(tmp_path, data_copy)
+    with pytest.raises(InputError, match="32 of 32 listed image"):
+        validate_inputs(ctx, load_checkpoint=False)
+    ctx.settings["tables"] = {**ctx.settings["tables"], "png_root": {"vindr": None, "rsna": "rsna_png"}}
+    with pytest.raises(InputError, match="tables.png_root.rsna rsna_png: no such folder"):
+        validate_inputs(ctx, load_checkpoint=False)
+    (data_copy["data_root"] / "rsna_png").mkdir()
+    assert "images from the PNG release rsna_png" in str(validate_inputs(ctx, load_checkpoint=False))
