@@ -53,3 +53,17 @@ def test_executed_notebooks_pass_the_checker(rehearsal_run):
     output, _ = rehearsal_run
     found = check_executed.check_run(output / "notebooks", output / "figures")
     assert not found, "\n".join(map(str, found))
+
+
+def test_pretraining_from_scratch_runs_only_when_asked(rehearsal_run, rehearsal_inputs):
+    """The same notebook 04 with ``pretrain_from_scratch=True``: paper-b2 with the local text encoder is trained (a
+    couple of steps at the rehearsal's size) instead of the given checkpoint being inspected."""
+    output, _ = rehearsal_run
+    parameters = {name: str(path) for name, path in rehearsal_inputs.items()}
+    parameters["pretrain_from_scratch"] = True
+    result = runner.run("rehearsal", only=["04"], output=output, parameters=parameters, verbose=False, timeout=300,
+                        prepare=False)[0]
+    assert result.status == "ok", result.error
+    metrics = json.loads((output / "metrics" / "04_contrastive_pretraining.json").read_text())["metrics"]
+    assert "pretrained_here" not in metrics and metrics["mammoclip"]["steps"] == 2
+    assert (output / "checkpoints" / "mammoclip" / "model.safetensors").exists()
