@@ -17,7 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mammoclip_kit.data.preprocess import MODES, find_sources, preprocess_many, read_source_list
+from mammoclip_kit.data.batch import find_sources, preprocess_many, read_source_list
+from mammoclip_kit.data.preprocess import MODES
 from mammoclip_kit.errors import cli_errors
 
 

@@ -133,3 +133,50 @@ def ensure(path: str | os.PathLike, params: Mapping[str, Any], build: Callable[[
     result = build(artifact.path)
     artifact.commit()
     return artifact.path if result is None else result
+
+
+#: Suffixes of released (pickle-in-zip) checkpoint files (the same list as ``models.loader.REFERENCE_SUFFIXES``).
+RELEASED_SUFFIXES = (".tar", ".pth", ".pt", ".ckpt")
+
+
+def checkpoint_identity(source: str | os.PathLike) -> dict[str, Any]:
+    """Which checkpoint ``source`` is, so that results can say what produced them.
+
+    Returns ``{"checkpoint": source as given, "name", "kind", "sha256"}``: ``kind`` is ``"kit folder"`` (``sha256``:
+    the ``weights_sha256`` its ``config.json`` records, else the hash of ``model.safetensors``), ``"released file"``
+    (the SHA-256 of the file) or ``"missing"`` (no such path, e.g. a preset name; ``sha256`` None). ``sha256`` is cut
+    to 12 hex digits, enough to tell two checkpoints apart. Reads only the files, never builds a model.
+    """
+    import hashlib
+
+    def digest(path: Path) -> str:
+        hasher = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                hasher.update(block)
+        return hasher.hexdigest()
+
+    path = Path(os.fspath(source)).expanduser()
+    name = path.stem if path.suffix.lower() in RELEASED_SUFFIXES else path.name
+    identity: dict[str, Any] = {"checkpoint": os.fspath(source), "name": name, "kind": "missing", "sha256": None}
+    if path.is_dir():
+        identity["kind"] = "kit folder"
+        recorded = None
+        try:
+            recorded = json.loads((path / "config.json").read_text()).get("weights_sha256")
+        except (OSError, ValueError, AttributeError):
+            pass
+        weights = path / "model.safetensors"
+        identity["sha256"] = (recorded or (digest(weights) if weights.is_file() else None) or "")[:12] or None
+    elif path.is_file():
+        identity["kind"], identity["sha256"] = "released file", digest(path)[:12]
+    return identity
+
+
+def describe_checkpoint(identity: Mapping[str, Any] | None) -> str:
+    """One line for a :func:`checkpoint_identity`: ``mammoclip (kit folder, sha256 681b5e8f468c)``."""
+    if not identity:
+        return "no checkpoint recorded"
+    sha = identity.get("sha256")
+    return f"{identity.get('name') or identity.get('checkpoint')} ({identity.get('kind')}" + \
+        (f", sha256 {sha})" if sha else ")")

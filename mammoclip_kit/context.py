@@ -197,15 +197,31 @@ class RunContext:
         except ValueError:
             return str(path)
 
+    def checkpoint_identity(self) -> dict[str, Any] | None:
+        """The Mammo-CLIP checkpoint this run evaluates (:func:`mammoclip_kit.artifacts.checkpoint_identity` plus
+        ``source``): the ``checkpoint`` parameter when given, else the profile's own model
+        (``checkpoint_dir("mammoclip")``, path relative to ``output_dir``) when it exists, else None."""
+        from mammoclip_kit.artifacts import checkpoint_identity
+
+        given = self.params.get("checkpoint")
+        if given:
+            return {**checkpoint_identity(given), "source": "checkpoint parameter"}
+        folder = self.checkpoint_dir("mammoclip")
+        if not (folder / "config.json").is_file():
+            return None
+        return {**checkpoint_identity(folder), "checkpoint": self.relpath(folder),
+                "source": f"the {self.profile} profile's model"}
+
     def write_metrics(self, metrics: dict[str, Any], name: str | None = None) -> Path:
-        """Write this notebook's metrics JSON (merged into ``summary.json`` by the runner)."""
+        """Write this notebook's metrics JSON (merged into ``summary.json`` by the runner), with the checkpoint the run
+        evaluates (:meth:`checkpoint_identity`) so that tables never mix models unawares."""
         name = name or self.notebook
         if not name:
             raise ValueError("write_metrics needs a name when the context has no notebook")
         self.metrics_dir.mkdir(parents=True, exist_ok=True)
         path = self.metrics_dir / f"{name}.json"
         payload = {"notebook": name, "profile": self.profile, "data_root": self._describe_data(),
-                   "seed": self.seed, "metrics": _jsonable(metrics)}
+                   "seed": self.seed, "checkpoint": self.checkpoint_identity(), "metrics": _jsonable(metrics)}
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
         tmp.replace(path)

@@ -163,3 +163,15 @@ def test_data_prep_tools_are_thin():
     """``data_prep/`` holds command-line wrappers only: the work is in the library (importable, tested)."""
     for path in DATA_PREP.glob("*.py"):
         assert len(path.read_text().splitlines()) <= 120, f"{path.name} grew beyond a thin CLI"
+
+
+#: The longest a library module or test file may grow (docs/DESIGN.md, "Package map"): past it, split by job.
+MAX_MODULE_LINES = 800
+
+
+def test_modules_stay_small():
+    tests = PACKAGE.parent / "tests"
+    files = [*PACKAGE.rglob("*.py"), *DATA_PREP.glob("*.py"), *tests.rglob("*.py")]
+    long = {str(p.relative_to(PACKAGE.parent)): n for p in files
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"files over {MAX_MODULE_LINES} lines (split them by job): {long}"

@@ -15,7 +15,7 @@ from mammoclip_kit.cohort import lesions as lz
 from mammoclip_kit.cohort import phantom as ph
 from mammoclip_kit.config import StageConfig
 
-GENERATOR_VERSION = "1.2"  # bump whenever the generated files change: cohorts of another version are rebuilt
+GENERATOR_VERSION = "1.3"  # bump whenever the generated files change: cohorts of another version are rebuilt
 PARTS: tuple[str, ...] = ("vindr", "rsna", "reports")
 
 #: Exact column lists of the real files (VinDr-Mammo v1.0.0, RSNA Screening Mammography, the paper's raw report table).
@@ -58,6 +58,7 @@ class CohortConfig:
                                                                              "D": 0.25})
     vendors: list[str] = field(default_factory=lambda: list(dw.VENDORS))
     conspicuity: float = 0.12
+    calcification_scale: float = 1.0  # size multiplier of suspicious calcification specks (1 = realistic)
     mass_size_mm: tuple[float, float] = (8.0, 30.0)
     vindr_test_fraction: float = 0.2
     compress: bool = True
@@ -75,6 +76,8 @@ class CohortConfig:
                 raise ValueError(f"prevalence: unknown finding {name!r}; expected some of {list(DEFAULT_PREVALENCE)}")
             if not 0.0 <= float(p) <= 1.0:
                 raise ValueError(f"prevalence[{name}] must be in [0, 1], got {p}")
+        if not 0.5 <= float(self.calcification_scale) <= 5.0:
+            raise ValueError(f"calcification_scale must be in [0.5, 5], got {self.calcification_scale}")
         if set(self.density_distribution) != set(ph.DENSITIES) or min(self.density_distribution.values()) < 0:
             raise ValueError(f"density_distribution needs non-negative weights for {ph.DENSITIES}, "
                              f"got {self.density_distribution}")
@@ -90,8 +93,8 @@ class CohortConfig:
 PRESETS: dict[str, CohortConfig] = {
     "smoke": CohortConfig(preset="smoke"),
     "classroom": CohortConfig(
-        preset="classroom", n_patients={"vindr": 250, "rsna": 150, "reports": 300}, image_scale=0.2,
-        density_distribution={"A": 0.15, "B": 0.35, "C": 0.35, "D": 0.15}),
+        preset="classroom", n_patients={"vindr": 500, "rsna": 150, "reports": 400}, image_scale=0.2,
+        density_distribution={"A": 0.15, "B": 0.35, "C": 0.35, "D": 0.15}, vindr_test_fraction=0.4),
 }
 
 
@@ -136,7 +139,8 @@ class CohortSectionConfig(StageConfig):
 
     SECTION: ClassVar[str] = "cohort"
     PARAMETERS: ClassVar[dict[str, str]] = {"num_workers": "workers"}
-    OVERRIDES: ClassVar[tuple[str, ...]] = ("n_patients", "image_scale", "prevalence", "vendors", "conspicuity")
+    OVERRIDES: ClassVar[tuple[str, ...]] = ("n_patients", "image_scale", "prevalence", "vendors", "conspicuity",
+                                         "calcification_scale")
 
     preset: str | None = None
     seed: int = 0
@@ -146,6 +150,7 @@ class CohortSectionConfig(StageConfig):
     prevalence: float | str | dict[str, float] | None = None
     vendors: str | list[str] | None = None
     conspicuity: float | None = None
+    calcification_scale: float | None = None
 
     def __post_init__(self) -> None:
         self.seed = int(self.seed or 0)

@@ -14,7 +14,7 @@ The three parts have disjoint patients, like the real, separate datasets. Each p
 Presets (``PRESETS``; ``--n-patients``, ``--image-scale``, ``--prevalence``, ``--vendors`` override them):
 
 - ``smoke``: 4 patients per part (48 images) at ``image_scale`` 0.07 (about 290 × 230 px): seconds, for CI.
-- ``classroom``: 300 report, 250 VinDr and 150 RSNA patients (2,800 images) at ``image_scale`` 0.2 — the vendors'
+- ``classroom``: 400 report, 500 VinDr and 150 RSNA patients (4,200 images) at ``image_scale`` 0.2 — the vendors'
   real matrices shrunk five-fold (pixels of 0.35–0.5 mm; a Hologic image is 820 × 666 px). Why this size: the classroom
   profile crops the breast and resizes to 320 × 192, so a raw image only needs to be about 2–3× that size to keep masses
   (8–30 mm = 16–85 raw px) and calcification specks (1–3 raw px, a faint bright patch after resizing) visible, and 2,800
@@ -418,6 +418,8 @@ def build_parser(prog: str = "python -m data_prep.make_cohort") -> argparse.Argu
     parser.add_argument("--vendors", default=None, help=f"comma-separated subset of {','.join(dw.VENDORS)}")
     parser.add_argument("--conspicuity", type=float, default=None,
                         help="extra brightness of masses and distortions over glandular tissue (preset: 0.12)")
+    parser.add_argument("--calcification-scale", type=float, default=None,
+                        help="size multiplier of suspicious calcification specks (1 = realistic 0.1-1 mm)")
     parser.add_argument("--no-compress", action="store_true", help="store every file uncompressed")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -451,7 +453,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = make_cohort(args.out, preset=args.preset, seed=args.seed, workers=args.workers,
                           progress=not args.quiet, n_patients=parse_n_patients(args.n_patients),
                           image_scale=args.image_scale, prevalence=args.prevalence, vendors=args.vendors,
-                          conspicuity=args.conspicuity, compress=False if args.no_compress else None)
+                          conspicuity=args.conspicuity, calcification_scale=args.calcification_scale,
+                          compress=False if args.no_compress else None)
     print(json.dumps(summary, indent=2))
     return summary
 

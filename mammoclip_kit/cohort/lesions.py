@@ -195,14 +195,17 @@ def _box_from_mask(mask: np.ndarray, r0: int, c0: int, pad: float = 1.0) -> tupl
 
 
 def render_lesion(intensity: np.ndarray, gland: np.ndarray, geom: ViewGeometry, lesion: Lesion, view_index: int,
-                  conspicuity: float) -> Rendered:
-    """Draw ``lesion`` into ``intensity`` (in place) for one view and return its box and mask."""
+                  conspicuity: float, calcification_scale: float = 1.0) -> Rendered:
+    """Draw ``lesion`` into ``intensity`` (in place) for one view and return its box and mask.
+
+    ``conspicuity``: extra contrast of masses and distortions; ``calcification_scale``: size multiplier of suspicious
+    calcification specks (both 0.12 / 1 realistic; the classroom cohort exaggerates them)."""
     rng = np.random.default_rng([lesion.seed, view_index])
     centre = geom.project(lesion.back, lesion.lat, lesion.sup)
     if lesion.finding == "Mass":
         out = _render_mass(intensity, geom, lesion, centre, rng, conspicuity)
     elif lesion.finding in ("Suspicious Calcification", "Benign Calcification") and lesion.shape != "vascular":
-        out = _render_calcifications(intensity, geom, lesion, centre, view_index)
+        out = _render_calcifications(intensity, geom, lesion, centre, view_index, calcification_scale)
     elif lesion.shape == "vascular":
         out = _render_vascular(intensity, geom, lesion, centre, rng)
     elif lesion.finding == "Architectural Distortion":
@@ -292,10 +295,13 @@ def _spicules(shape, centre_local, radius, rng) -> np.ndarray:
     return np.clip(canvas, 0, 1)
 
 
-def calcification_particles(lesion: Lesion) -> list[tuple[float, float, float, float, float, float]]:
+def calcification_particles(lesion: Lesion, scale: float = 1.0) -> list[tuple[float, float, float, float, float,
+                                                                           float]]:
     """3-D particles of a calcification finding: (back, lat, sup, size_mm, brightness, elongation_mm).
 
-    Drawn from the lesion's seed only, so both views project the *same* particles.
+    Drawn from the lesion's seed only, so both views project the *same* particles. ``scale`` multiplies the size and
+    length of *suspicious* specks (not benign ones): 1 is realistic (0.1–1 mm); the classroom cohort exaggerates them
+    so that they survive the 320 × 192 PNG, about 1 mm per pixel (docs/cohort.md).
     """
     rng = np.random.default_rng(lesion.seed)
     particles = []
@@ -322,14 +328,14 @@ def calcification_particles(lesion: Lesion) -> list[tuple[float, float, float, f
         bright = {"amorphous": rng.uniform(0.36, 0.46), "coarse heterogeneous": rng.uniform(0.4, 0.55),
                   "fine pleomorphic": rng.uniform(0.28, 0.5), "fine linear branching": rng.uniform(0.32, 0.5)}[morph]
         elong = float(rng.uniform(0.6, 2.5)) if morph == "fine linear branching" else 0.0
-        particles.append((lesion.back + pos[0], lesion.lat + pos[1], lesion.sup + pos[2], float(size),
-                          float(bright), elong))
+        particles.append((lesion.back + pos[0], lesion.lat + pos[1], lesion.sup + pos[2], float(size) * scale,
+                          float(bright), elong * scale))
     return particles
 
 
-def _render_calcifications(intensity, geom, lesion, centre, view_index) -> Rendered:
+def _render_calcifications(intensity, geom, lesion, centre, view_index, scale: float = 1.0) -> Rendered:
     s = geom.spacing
-    particles = calcification_particles(lesion)
+    particles = calcification_particles(lesion, scale)
     half = (lesion.size_mm * 1.6 + 6.0) / s + 4
     r0, r1, c0, c1 = _patch(intensity.shape, centre, half)
     canvas = np.zeros((r1 - r0, c1 - c0), np.float32)

@@ -77,7 +77,8 @@ def render_patient(task: dict[str, Any], cfg: CohortConfig, out_dir: str | Path)
         label = np.zeros((rows_px, cols_px), np.uint8)
         rendered = []
         for lesion in lesions[lat]:
-            result = lz.render_lesion(intensity, tissue.gland, geom, lesion, view_index, cfg.conspicuity)
+            result = lz.render_lesion(intensity, tissue.gland, geom, lesion, view_index, cfg.conspicuity,
+                                        cfg.calcification_scale)
             r0, c0 = result.origin
             h, w = result.mask.shape
             region = label[r0:r0 + h, c0:c0 + w]

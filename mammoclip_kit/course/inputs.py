@@ -164,7 +164,7 @@ def _check_images(ctx: RunContext, part: str, frame: Any, source: Path, report: 
 def _check_boxes(ctx: RunContext, frame: Any, source: Path, report: InputReport) -> None:
     """Every finding the detector (notebook 07) and FActOR (notebook 09) localise needs boxes in both VinDr splits:
     checked here, not after the first finding's training."""
-    from mammoclip_kit.data import records
+    from mammoclip_kit.data.builders import parse_finding_categories
 
     wanted = {str(f).replace("_", " ").lower() for f in ctx.section("detection").get("findings") or []}
     wanted |= {str(a).replace("_", " ").lower() for a in ctx.section("factor").get("attributes") or []}
@@ -173,7 +173,7 @@ def _check_boxes(ctx: RunContext, frame: Any, source: Path, report: InputReport)
                                                    strict=True)):
         if xmin != xmin or xmin is None or str(split) not in ("training", "test"):  # no box (NaN) or unknown split
             continue
-        for name in records.parse_finding_categories(value, source, row):
+        for name in parse_finding_categories(value, source, row):
             if name.lower() in counts:
                 counts[name.lower()][str(split)] += 1
     empty = [f"{name} ({counts[name]['training']} training, {counts[name]['test']} test)" for name in counts

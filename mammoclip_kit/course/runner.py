@@ -14,6 +14,8 @@
 * a cell that runs past the per-cell timeout fails its notebook, naming the cell and the time (no silent rerun);
 * prints a table (notebook, status, real wall time); on failure prints the failing cell's source, its stderr and the
   traceback, runs the remaining notebooks and exits non-zero;
+* a notebook that ran to the end but printed ``missing input:`` lines (inputs listed in a CSV and absent on disk)
+  gets status ``missing inputs``, not ``ok``: the lines are printed and the runner exits non-zero;
 * ``--resume`` skips notebooks that already succeeded with the same parameters and the same notebook source.
 """
 
@@ -61,7 +63,7 @@ class NotebookResult:
     """Outcome of one notebook execution."""
 
     notebook: str
-    status: str  # "ok" | "failed" | "skipped (resume)"
+    status: str  # "ok" | "failed" | "missing inputs" | "skipped (resume)"
     wall_s: float = 0.0
     executed: str = ""
     error: str = ""
@@ -129,6 +131,25 @@ def _failure_details(executed: Path) -> tuple[str, str]:
                              if out.get("output_type") == "stream" and out.get("name") == "stderr")
             return cell.source, stderr[-4000:]
     return "", ""
+
+
+#: Status of a notebook that ran to the end but printed ``missing input:`` lines (inputs listed in a CSV that are not
+#: on disk, :data:`mammoclip_kit.data.records.MISSING_INPUT`): its numbers leave those inputs out, so it is not "ok".
+MISSING_INPUTS = "missing inputs"
+
+
+def reported_missing_inputs(executed: Path) -> list[str]:
+    """The ``missing input:`` lines an executed notebook printed on stderr (in order, without repeats)."""
+    from mammoclip_kit.data.records import MISSING_INPUT
+
+    try:
+        cells = json.loads(Path(executed).read_text()).get("cells", [])
+    except (OSError, ValueError):
+        return []
+    lines = [line.strip() for cell in cells for out in cell.get("outputs", [])
+             if out.get("output_type") == "stream" and out.get("name") == "stderr"
+             for line in "".join(out.get("text", "")).splitlines() if line.startswith(MISSING_INPUT)]
+    return list(dict.fromkeys(lines))
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -288,6 +309,9 @@ def _run_once(notebook: Path, output_dir: Path, parameters: dict[str, Any], *, t
     finally:
         cells.close()
     result.wall_s = round(time.perf_counter() - start, 2)
+    missing = reported_missing_inputs(executed) if result.status == "ok" else []
+    if missing:
+        result.status, result.extra["missing_inputs"] = MISSING_INPUTS, missing
     return result
 
 
@@ -337,6 +361,7 @@ def collect_summary(output_dir: Path, profile: str, results: dict[str, dict[str,
             payload = json.loads(metrics_file.read_text())
             entry["metrics"] = payload.get("metrics", {})
             entry["data"] = payload.get("data_root")
+            entry["checkpoint"] = payload.get("checkpoint")
         notebooks[name] = entry
     summary = {"profile": profile, "generated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "total_wall_s": round(sum(r.get("wall_s") or 0 for r in results.values()), 2),
@@ -441,6 +466,9 @@ def run(profile: str, *, only: list[str] | None = None, parameters: dict[str, An
         _save_json(output_dir / STATE_FILE, state)
         if result.status == "failed" and verbose:
             print_failure(result)
+        if result.status == MISSING_INPUTS and verbose:
+            print(f"{notebook.stem}: inputs missing on disk (its numbers leave them out):\n  "
+                  + "\n  ".join(result.extra["missing_inputs"]), file=sys.stderr)
     collect_summary(output_dir, profile, {k: v for k, v in state.items()})
     if verbose:
         print_table(results)
@@ -473,8 +501,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r.notebook for r in results if r.status == "failed"]
     if failed:
         print(f"\n{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    incomplete = [r.notebook for r in results if r.status == MISSING_INPUTS]
+    if incomplete:
+        print(f"\n{len(incomplete)} notebook(s) reported missing inputs: {', '.join(incomplete)}", file=sys.stderr)
+    return 1 if failed or incomplete else 0
 
 
 if __name__ == "__main__":

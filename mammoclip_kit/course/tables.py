@@ -5,6 +5,12 @@ Inputs are the metrics each notebook wrote with ``ctx.write_metrics`` — merged
 labels, so that nobody mistakes cohort numbers for paper numbers: the kit's ("kit, classroom profile, embedded
 cohort (classroom)") and the paper's ("reported by the paper, VinDr-Mammo"). A notebook that did not run gives a table
 whose kit side is ``None`` with the reason.
+
+Each notebook's metrics record the checkpoint it evaluated (``RunContext.write_metrics``: path, kind and a 12-hex
+SHA-256, :func:`mammoclip_kit.artifacts.checkpoint_identity`); the kit label of a table names it. When the notebooks
+behind the tables used different checkpoints (e.g. notebook 05 rerun with a released ``.tar``, or notebook 04 retrained
+in between), :func:`checkpoint_warning` says which notebook used which, and :func:`all_tables` adds a ``checkpoint``
+column to every kit table, so that no row is read as coming from the same model as its neighbours.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from mammoclip_kit.artifacts import describe_checkpoint
 from mammoclip_kit.course.paper_results import PAPER_LABEL, PAPER_TABLES, paper_table
 
 #: notebook stems whose metrics feed the tables
@@ -59,8 +66,10 @@ class TableBlock:
 
     @property
     def kit_cells(self) -> int:
-        """Number of filled (non-missing) kit cells."""
-        return 0 if self.kit is None else int(self.kit.notna().to_numpy().sum())
+        """Number of filled (non-missing) kit cells (the ``checkpoint`` column is a label, not a cell)."""
+        if self.kit is None:
+            return 0
+        return int(self.kit.drop(columns=["checkpoint"], errors="ignore").notna().to_numpy().sum())
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -87,16 +96,22 @@ def load_summary(output_dir: str | Path) -> dict[str, Any]:
         payload = json.loads(metrics_file.read_text())
         stem = payload.get("notebook") or metrics_file.stem
         entry = dict(summary["notebooks"].get(stem) or {})
-        entry.update({"metrics": payload.get("metrics", {}), "data": payload.get("data_root")})
+        entry.update({"metrics": payload.get("metrics", {}), "data": payload.get("data_root"),
+                      "checkpoint": payload.get("checkpoint")})
         entry.setdefault("status", "ok")
         summary["notebooks"][stem] = entry
         summary["profile"] = summary.get("profile") or payload.get("profile")
     return summary
 
 
+#: Runner status of a notebook that ran to the end but left out inputs missing on disk (its numbers are used, labelled).
+MISSING_INPUTS = "missing inputs"
+_USABLE = (None, "ok", MISSING_INPUTS)
+
+
 def _entry(summary: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     entry = (summary.get("notebooks") or {}).get(NOTEBOOKS[key])
-    if not entry or entry.get("status") not in (None, "ok") or not entry.get("metrics"):
+    if not entry or entry.get("status") not in _USABLE or not entry.get("metrics"):
         return None
     return entry
 
@@ -106,11 +121,38 @@ def kit_label(summary: Mapping[str, Any], key: str) -> str:
     entry = (summary.get("notebooks") or {}).get(NOTEBOOKS[key])
     profile = summary.get("profile") or "unknown"
     status = (entry or {}).get("status")
-    if entry is None or not entry.get("metrics") or status not in (None, "ok"):
+    if entry is None or not entry.get("metrics") or status not in _USABLE:
         why = f"status {status}" if status and status != "ok" else "not run"
         return f"kit, {profile} profile: {NOTEBOOKS[key]} {why}"
     data = entry.get("data") or "unknown data"
-    return f"kit, {profile} profile, {data}"
+    checkpoint = entry.get("checkpoint")
+    used = f", checkpoint {describe_checkpoint(checkpoint)}" if checkpoint else ""
+    inputs = " (inputs missing on disk were left out)" if status == MISSING_INPUTS else ""
+    return f"kit, {profile} profile, {data}{used}{inputs}"
+
+
+def checkpoint_label(summary: Mapping[str, Any], notebook: str) -> str:
+    """The checkpoint a notebook's metrics record (``name (kind, sha256 …)``), or why there is none."""
+    entry = (summary.get("notebooks") or {}).get(notebook) or {}
+    if not entry.get("metrics"):
+        return "not run"
+    return describe_checkpoint(entry.get("checkpoint")) if entry.get("checkpoint") else "not recorded"
+
+
+def checkpoints_used(summary: Mapping[str, Any]) -> dict[str, str]:
+    """``{notebook: checkpoint label}`` for the notebooks behind the tables that have metrics."""
+    return {stem: checkpoint_label(summary, stem) for stem in NOTEBOOKS.values()
+            if ((summary.get("notebooks") or {}).get(stem) or {}).get("metrics")}
+
+
+def checkpoint_warning(summary: Mapping[str, Any]) -> str | None:
+    """A warning listing which notebook used which checkpoint when the tables' notebooks used more than one (a
+    notebook that recorded none counts as another one: nobody can tell); None when they all used the same."""
+    used = checkpoints_used(summary)
+    if len(set(used.values())) <= 1:
+        return None
+    return ("WARNING: these tables mix results of different checkpoints; compare rows across tables with care:\n"
+            + "\n".join(f"  {notebook}: {label}" for notebook, label in used.items()))
 
 
 def _number(value: Any) -> float | None:
@@ -246,12 +288,25 @@ def robustness_table(summary: Mapping[str, Any]) -> TableBlock:
 
 
 def all_tables(summary: Mapping[str, Any]) -> list[TableBlock]:
-    """Every table of the paper the kit reproduces, in the paper's order, plus the robustness summary."""
+    """Every table of the paper the kit reproduces, in the paper's order, plus the robustness summary.
+
+    When the notebooks behind them used different checkpoints (:func:`checkpoint_warning`), every kit table gets a
+    first column ``checkpoint`` naming the checkpoint of its rows.
+    """
     blocks = [zero_shot_table(summary)]
     blocks += [probe_table(summary, task) for task in PROBE_TASKS]
     blocks += [detection_table(summary, "Mass"), detection_table(summary, "Suspicious_Calcification"),
                factor_table(summary), robustness_table(summary)]
+    if checkpoint_warning(summary) is not None:
+        for block, key in zip(blocks, _BLOCK_SOURCES, strict=True):
+            if block.kit is not None:
+                block.kit.insert(0, "checkpoint", checkpoint_label(summary, NOTEBOOKS[key]))
     return blocks
+
+
+#: The notebook behind each block of :func:`all_tables`, in its order.
+_BLOCK_SOURCES = ("zero_shot", *["data_efficiency"] * len(PROBE_TASKS), "detection", "detection", "factor",
+                  "robustness")
 
 
 def show_block(block: TableBlock, digits: int = 3) -> None:
@@ -274,13 +329,18 @@ def show_block(block: TableBlock, digits: int = 3) -> None:
             display(block.paper)
 
 
-def tables_metrics(blocks: list[TableBlock]) -> dict[str, Any]:
-    """What notebook 10 records: tables rendered, kit cells filled per table, and why a table has no kit numbers."""
-    return {"n_tables": len(blocks), "n_tables_with_kit_numbers": sum(b.kit is not None for b in blocks),
-            "kit_cells": {b.title: b.kit_cells for b in blocks},
-            "without_kit_numbers": {b.title: b.note or b.kit_label for b in blocks if b.kit is None}}
+def tables_metrics(blocks: list[TableBlock], summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What notebook 10 records: tables rendered, kit cells filled per table, why a table has no kit numbers, and
+    (with ``summary``) the checkpoint of each notebook and whether they differ."""
+    metrics = {"n_tables": len(blocks), "n_tables_with_kit_numbers": sum(b.kit is not None for b in blocks),
+               "kit_cells": {b.title: b.kit_cells for b in blocks},
+               "without_kit_numbers": {b.title: b.note or b.kit_label for b in blocks if b.kit is None}}
+    if summary is not None:
+        metrics["checkpoints"] = checkpoints_used(summary)
+        metrics["mixed_checkpoints"] = checkpoint_warning(summary) is not None
+    return metrics
 
 
-__all__ = ["NOTEBOOKS", "PAPER_TABLES", "TableBlock", "all_tables", "detection_table", "factor_table",
-           "kit_label", "load_summary", "probe_table", "robustness_table", "show_block", "tables_metrics",
-           "zero_shot_table"]
+__all__ = ["NOTEBOOKS", "PAPER_TABLES", "TableBlock", "all_tables", "checkpoint_label", "checkpoint_warning",
+           "checkpoints_used", "detection_table", "factor_table", "kit_label", "load_summary", "probe_table",
+           "robustness_table", "show_block", "tables_metrics", "zero_shot_table"]

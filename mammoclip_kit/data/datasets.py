@@ -17,7 +17,7 @@ from __future__ import annotations
 import ast
 import json
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,9 @@ class _BreastDataset(Dataset):
         self._salt = zlib.crc32(name.encode())
         self._cache: dict[str, np.ndarray] = {}
         self._files = [self._row_files(i) for i in range(len(self.rows))]
+        #: relative path -> cached model input (e.g. a frozen trunk's feature map); replaces image, augmentation and
+        #: normalisation when set (mammoclip_kit.train.trunk_cache)
+        self.feature_cache: Mapping[str, torch.Tensor] | None = None
 
     def _where(self, index: int) -> str:
         return f"{self.table} row {index}"
@@ -167,15 +170,27 @@ class _BreastDataset(Dataset):
             self._cache[relative] = image
         return image
 
+    def files(self) -> list[str]:
+        """Every image file (relative path) the dataset can return, once each."""
+        return list(dict.fromkeys(f for per_view in self._files for files in per_view.values() for f in files))
+
+    def model_input(self, relative: str, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """One file as model input: the cached features when :attr:`feature_cache` is set, else the resized image,
+        augmented with ``rng`` when training, through ``to_model_input``."""
+        if self.feature_cache is not None:
+            if relative not in self.feature_cache:
+                raise KeyError(f"{self.table}: {relative} is missing from the feature cache")
+            return self.feature_cache[relative].float()
+        array = self.load(relative)
+        if self.train and rng is not None:
+            array = augment(array, rng, self.augment_config)
+        return to_model_input(array, self.mean, self.std)
+
     def _pair(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         files = sample_images(self._files[index], rng, self.train)
-        arrays = [self.load(f) for f in files]
-        if len(arrays) == 1:
-            arrays = [arrays[0], arrays[0]]
+        if len(files) == 1:
             files = [files[0], files[0]]
-        if self.train:
-            arrays = [augment(a, rng, self.augment_config) for a in arrays]
-        return (to_model_input(arrays[0], self.mean, self.std), to_model_input(arrays[1], self.mean, self.std), files)
+        return self.model_input(files[0], rng), self.model_input(files[1], rng), files
 
 
 class ImageTextDataset(_BreastDataset):
@@ -251,13 +266,11 @@ class ImageLabelDataset(_BreastDataset):
         else:
             first = second = views[0]
         files = [str(rng.choice(files_per_view[first])), str(rng.choice(files_per_view[second]))]
-        arrays = [self.load(f) for f in files]
-        if self.train:
-            arrays = [augment(a, rng, self.augment_config) for a in arrays]
+        images = [self.model_input(f, rng) for f in files]
         text_rng = rng if self.train else None
         texts = [self.label_to_text(per_view[v], laterality, text_rng) for v in (first, second)]
-        return {"image": to_model_input(arrays[0], self.mean, self.std),
-                "image2": to_model_input(arrays[1], self.mean, self.std),
+        return {"image": images[0],
+                "image2": images[1],
                 "text": texts[0], "text2": texts[1], "files": files, "source": self.name}
 
 

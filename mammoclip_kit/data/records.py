@@ -1,5 +1,7 @@
-"""Training and evaluation tables: input schemas and validation, the VinDr / RSNA / image-report builders, folds and
-:func:`ensure_tables` (docs/reference-notes.md §7.2–7.5, §9, §10).
+"""Training and evaluation tables: input schemas and validation, table I/O, folds, :func:`ensure_tables` and the
+builders' CLI (docs/reference-notes.md §7.2–7.5, §9, §10). The per-dataset builders (``build_vindr``, ``build_rsna``,
+``build_reports``) are :mod:`mammoclip_kit.data.builders`; they build on the schemas and helpers here, and
+:func:`ensure_tables` / :func:`build_cli` import them inside the function (the builders import this module).
 
 Inputs (under ``data_root``; the embedded cohort writes the same files as the real datasets):
 
@@ -9,7 +11,7 @@ Inputs (under ``data_root``; the embedded cohort writes the same files as the re
 * ``reports/reports.csv`` (one row per image with its exam's report: ``patient_id, image_id, laterality, view,
   FINDINGS, IMPRESSION, …``; a free-text ``REPORT`` column with ``FINDINGS:`` / ``IMPRESSION:`` headers also works).
 
-PNGs come from :func:`mammoclip_kit.data.preprocess.ensure_pngs`: ``<png_dir>/<patient_id>/<image_id>.png`` plus
+PNGs come from :func:`mammoclip_kit.data.batch.ensure_pngs`: ``<png_dir>/<patient_id>/<image_id>.png`` plus
 ``<png_dir>/manifest.csv`` (original size, crop box and scale of each image), which maps VinDr boxes exactly into PNG
 pixels.
 
@@ -42,11 +44,8 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import math
 import os
-import random
 import time
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +62,7 @@ from mammoclip_kit.errors import cli_errors
 
 if TYPE_CHECKING:
     from mammoclip_kit.context import RunContext
+    from mammoclip_kit.data.builders import ReportTextConfig
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +133,12 @@ REPORTS_SCHEMA = Schema(
 )
 
 
-def _row_label(index: int) -> str:
+def row_label(index: int) -> str:
+    """How messages name a data row of a CSV: ``row 3 (line 4)`` for index 2 (line 1 is the header)."""
     return f"row {index + 1} (line {index + 2})"
 
 
-def _blank(value: Any) -> bool:
+def is_blank(value: Any) -> bool:
     """None, NaN, pd.NA or a string of white space."""
     if isinstance(value, str):
         return not value.strip()
@@ -146,7 +147,7 @@ def _blank(value: Any) -> bool:
     return value is None or bool(pd.isna(value))
 
 
-def _norm(value: Any) -> str:
+def cell_text(value: Any) -> str:
     """A cell as text: integers written as floats by pandas (``1.0``) become ``1``."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -162,36 +163,36 @@ def validate(df: pd.DataFrame, schema: Schema, source: str | os.PathLike) -> Non
     checks = dict(schema.allowed)
     checks.update({c: v for c, v in schema.optional_allowed.items() if c in df.columns})
     for column in schema.nonempty:
-        bad = [i for i, v in enumerate(df[column]) if _blank(v)]
+        bad = [i for i, v in enumerate(df[column]) if is_blank(v)]
         if bad:
-            raise SchemaError(f"{source}, {_row_label(bad[0])}, column {column!r}: empty value "
+            raise SchemaError(f"{source}, {row_label(bad[0])}, column {column!r}: empty value "
                               f"({len(bad)} row(s) in all)")
     for column, allowed in checks.items():
         for i, value in enumerate(df[column]):
-            if _blank(value):
+            if is_blank(value):
                 if column in schema.nonempty or column in schema.allowed:
-                    raise SchemaError(f"{source}, {_row_label(i)}, column {column!r}: empty value; expected one of "
+                    raise SchemaError(f"{source}, {row_label(i)}, column {column!r}: empty value; expected one of "
                                       f"{', '.join(allowed)}")
                 continue
-            if _norm(value) not in allowed:
-                raise SchemaError(f"{source}, {_row_label(i)}, column {column!r}: value {value!r} is not one of "
+            if cell_text(value) not in allowed:
+                raise SchemaError(f"{source}, {row_label(i)}, column {column!r}: value {value!r} is not one of "
                                   f"{', '.join(allowed)}")
     for column in schema.integer:
         for i, value in enumerate(df[column]):
             try:
-                ok = not _blank(value) and float(value) == int(float(value))
+                ok = not is_blank(value) and float(value) == int(float(value))
             except (TypeError, ValueError):
                 ok = False
             if not ok:
-                raise SchemaError(f"{source}, {_row_label(i)}, column {column!r}: value {value!r} is not an integer")
+                raise SchemaError(f"{source}, {row_label(i)}, column {column!r}: value {value!r} is not an integer")
     for column in schema.number:
         for i, value in enumerate(df[column]):
-            if _blank(value):
+            if is_blank(value):
                 continue
             try:
                 float(value)
             except (TypeError, ValueError):
-                raise SchemaError(f"{source}, {_row_label(i)}, column {column!r}: value {value!r} is not a "
+                raise SchemaError(f"{source}, {row_label(i)}, column {column!r}: value {value!r} is not a "
                                   "number") from None
 
 
@@ -273,7 +274,7 @@ def _decode_list(value: Any, path: Path, row: int, column: str) -> Any:
         try:
             return list(ast.literal_eval(value))
         except (ValueError, SyntaxError):
-            raise SchemaError(f"{path}, {_row_label(row)}, column {column!r}: value {value!r} is not a JSON list") \
+            raise SchemaError(f"{path}, {row_label(row)}, column {column!r}: value {value!r} is not a JSON list") \
                 from None
 
 
@@ -324,17 +325,20 @@ def _relpath(path: Path, relative_to: Path | None) -> str:
         return str(path)
 
 
-def _png_path(png_dir: Path, patient_id: str, image_id: str) -> Path:
+def png_path_for(png_dir: Path, patient_id: str, image_id: str) -> Path:
+    """Where the PNG of an image lies in a PNG folder: ``png_dir/<patient_id>/<image_id>.png``."""
     name = image_id if image_id.lower().endswith(".png") else f"{image_id}.png"
     return png_dir / str(patient_id) / name
 
 
-def _view_order(views: Iterable[str]) -> list[str]:
+def order_views(views: Iterable[str]) -> list[str]:
+    """Distinct views in the canonical order: :data:`VIEW_ORDER` first, the others alphabetically."""
     views = list(dict.fromkeys(views))
     return [v for v in VIEW_ORDER if v in views] + sorted(v for v in views if v not in VIEW_ORDER)
 
 
-def _read_manifest(png_dir: Path) -> pd.DataFrame | None:
+def read_manifest(png_dir: Path) -> pd.DataFrame | None:
+    """The PNG folder's ``manifest.csv`` indexed by image_id (last row wins), or None when the folder has none."""
     path = png_dir / "manifest.csv"
     if not path.is_file():
         return None
@@ -344,414 +348,99 @@ def _read_manifest(png_dir: Path) -> pd.DataFrame | None:
     return manifest.drop_duplicates("image_id", keep="last").set_index("image_id", drop=False)
 
 
-def _attach_pngs(df: pd.DataFrame, png_dir: Path, relative_to: Path | None, dataset: str,
-                 patient_column: str = "patient_id") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Add ``png_path``; rows whose PNG is missing go to the dropped table (with the reason)."""
-    paths = [_png_path(png_dir, p, i) for p, i in zip(df[patient_column], df["image_id"], strict=True)]
+#: Start of the stderr line that names an input listed in a CSV but absent on disk (one line per input, at most
+#: :data:`MISSING_SHOWN`). The notebook runner reports a notebook that printed one as "missing inputs", not "ok".
+MISSING_INPUT = "missing input:"
+MISSING_SHOWN = 10
+#: Start of a dropped-table reason for an image whose DICOM is not on disk (:func:`attach_pngs`).
+DICOM_MISSING = "DICOM missing:"
+DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".DCM", ".DICOM")
+
+
+def _dicom_of(images_dir: Path, patient_id: str, image_id: str) -> Path | None:
+    """The DICOM of an image under a dataset's image folder (``<patient_id>/<image_id>.dcm|.dicom``), or None."""
+    for suffix in DICOM_SUFFIXES:
+        path = images_dir / str(patient_id) / f"{image_id}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _conversion_errors(png_dir: Path) -> dict[str, str]:
+    """image_id → "error: message" of the PNG folder's ``errors.csv`` (the last conversion's failures)."""
+    path = png_dir / "errors.csv"
+    if not path.is_file() or not path.stat().st_size:
+        return {}
+    table = read_csv_checked(path, "PNG conversion errors", dtype=str).fillna("")
+    if not {"image_id", "error", "message"} <= set(table.columns):
+        return {}
+    return {r.image_id: f"{r.error}: {r.message}" for r in table.itertuples()}
+
+
+def _missing_png_reason(png: Path, png_dir: Path, patient_id: str, image_id: str, row: int, images_dir: Path | None,
+                        suffix: str, listed_in: Path | None, errors: dict[str, str]) -> str:
+    """Why an image has no PNG: its DICOM is not on disk, its DICOM failed to convert, or (else) no PNG at ``png``."""
+    where = f"{listed_in.name} {row_label(row)}" if listed_in is not None else "the input table"
+    if images_dir is not None:
+        dicom = _dicom_of(images_dir, patient_id, image_id)
+        if dicom is None:
+            return f"{DICOM_MISSING} {images_dir / str(patient_id) / image_id}{suffix} is not on disk (listed in {where})"
+        if image_id in errors:
+            return f"DICOM {dicom} could not be converted ({errors[image_id]}; see {png_dir / 'errors.csv'})"
+    return f"no PNG at {png}"
+
+
+def attach_pngs(df: pd.DataFrame, png_dir: Path, relative_to: Path | None, dataset: str,
+                patient_column: str = "patient_id", *, images_dir: Path | None = None, dicom_suffix: str = ".dcm",
+                listed_in: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Add ``png_path``; rows whose PNG is missing go to the dropped table (with the reason).
+
+    ``images_dir`` is the dataset's DICOM folder (``<patient_id>/<image_id><dicom_suffix>``; any of
+    :data:`DICOM_SUFFIXES` is found) and ``listed_in`` the input CSV
+    (``df``'s index = its data rows). When ``png_dir`` is a kit PNG folder (it has ``manifest.csv`` or
+    ``png_folder.json``), the reason names the DICOM that is missing on disk (``DICOM missing: …``, also printed as a
+    ``missing input:`` line) or that failed to convert (from ``errors.csv``), rather than the PNG it would have made.
+    """
+    paths = [png_path_for(png_dir, p, i) for p, i in zip(df[patient_column], df["image_id"], strict=True)]
     exists = np.array([p.is_file() for p in paths], dtype=bool)
     base = _relpath(png_dir, relative_to)  # resolve once; every PNG lies below png_dir
     df = df.copy()
     df["png_path"] = [f"{base}/{p.relative_to(png_dir).as_posix()}" if relative_to is not None and not
                       Path(base).is_absolute() else str(p) for p in paths]
-    dropped = pd.DataFrame({"dataset": dataset, "image_id": df.loc[~exists, "image_id"],
-                            "reason": [f"no PNG at {p}" for p, e in zip(paths, exists, strict=True) if not e]})
-    if (~exists).any():
-        log.warning("%s: %d of %d image(s) have no PNG under %s and are left out", dataset, int((~exists).sum()),
-                    len(df), png_dir)
+    kit_folder = (png_dir / "manifest.csv").is_file() or (png_dir / "png_folder.json").is_file()
+    images_dir = images_dir if kit_folder else None  # a PNG release was not made from these DICOMs
+    errors = _conversion_errors(png_dir) if kit_folder and not exists.all() else {}
+    missing = np.flatnonzero(~exists)
+    reasons = [_missing_png_reason(paths[k], png_dir, str(df[patient_column].iloc[k]), str(df["image_id"].iloc[k]),
+                                   int(df.index[k]), images_dir, dicom_suffix, listed_in, errors) for k in missing]
+    dropped = pd.DataFrame({"dataset": dataset, "image_id": df["image_id"].iloc[missing].to_numpy(),
+                            "reason": reasons}, columns=["dataset", "image_id", "reason"])
+    if len(missing):
+        log.warning("%s: %d of %d image(s) have no PNG under %s and are left out (first reason: %s)", dataset,
+                    len(missing), len(df), png_dir, reasons[0])
+        warn_missing_inputs(dropped)
     return df.loc[exists].reset_index(drop=True), dropped
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# VinDr
+def missing_inputs(dropped: pd.DataFrame) -> list[str]:
+    """The inputs a dropped table says are missing on disk (``DICOM missing: …`` reasons, without the prefix)."""
+    if dropped is None or not len(dropped) or "reason" not in dropped.columns:
+        return []
+    reasons = dropped["reason"].dropna().astype(str)
+    return [r[len(DICOM_MISSING):].strip() for r in reasons if r.startswith(DICOM_MISSING)]
 
 
-@dataclass
-class VindrTables:
-    """The three VinDr tables and the images left out (with reasons)."""
+def warn_missing_inputs(dropped: pd.DataFrame, more: str = "the dropped table") -> int:
+    """Print one ``missing input: …`` line on stderr per input missing on disk (at most :data:`MISSING_SHOWN`, then a
+    count naming ``more``, where the full list is); returns how many are missing."""
+    import sys
 
-    images: pd.DataFrame
-    boxes: pd.DataFrame
-    pretrain: pd.DataFrame
-    dropped: pd.DataFrame
-
-
-def parse_finding_categories(value: Any, source: str | os.PathLike, row: int) -> list[str]:
-    """``"['Mass', 'Suspicious Calcification']"`` → canonical VinDr names; errors name the file and row."""
-    where = f"{source}, {_row_label(row)}, column 'finding_categories'"
-    if isinstance(value, (list, tuple)):
-        items = list(value)
-    else:
-        try:
-            items = ast.literal_eval(str(value))
-        except (ValueError, SyntaxError):
-            raise SchemaError(f"{where}: value {value!r} is not a list such as \"['Mass']\"") from None
-        if isinstance(items, str):
-            items = [items]
-        if not isinstance(items, (list, tuple)):
-            raise SchemaError(f"{where}: value {value!r} is not a list such as \"['Mass']\"")
-    try:
-        return [textlib.canonical_finding(item) for item in items]
-    except ValueError as error:
-        raise SchemaError(f"{where}: {error}") from None
-
-
-def _map_boxes(boxes: np.ndarray, image: Mapping[str, Any], manifest_row: Mapping[str, Any] | None, png_file: Path,
-               ) -> tuple[np.ndarray, str]:
-    """Original → PNG coordinates: the manifest row when there is one, else scaling by the PNG size."""
-    if manifest_row is not None:
-        from mammoclip_kit.data.preprocess import original_to_png
-
-        return np.asarray(original_to_png(boxes, manifest_row, clip=True), dtype=float), "manifest"
-    from PIL import Image
-
-    with Image.open(png_file) as handle:
-        width_png, height_png = handle.size
-    scale = np.array([width_png / float(image["width"]), height_png / float(image["height"])] * 2)
-    return boxes * scale, "scaled"
-
-
-def _box_problem(names: list[str], coords: list[Any], size: tuple[float, float]) -> tuple[str | None, list[float] | None]:
-    """Check one finding row's box against its image size (width, height): (problem or None, box to keep or None).
-
-    Blank boxes of real findings, non-finite and wholly outside boxes are dropped; boxes reaching past the image are
-    clipped. Each case is reported (``dropped`` table of the builder), never passed over in silence.
-    """
-    width, height = size
-    findings = [n for n in names if n != "No Finding"]
-    if not names:
-        return "empty finding_categories []: row ignored", None
-    if all(_blank(c) for c in coords):
-        return (f"no box coordinates (all blank) for {', '.join(findings)}: image label kept, no box", None) \
-            if findings else (None, None)
-    box = [float(c) for c in coords]
-    if not all(math.isfinite(v) for v in box):
-        return f"non-finite box coordinates {box}: box dropped", None
-    xmin, ymin, xmax, ymax = box
-    if xmax <= 0 or ymax <= 0 or xmin >= width or ymin >= height:
-        return f"box {box} lies outside the {width:g}×{height:g} image: box dropped", None
-    clipped = [max(xmin, 0.0), max(ymin, 0.0), min(xmax, width), min(ymax, height)]
-    if clipped != box:
-        return f"box {box} reaches past the {width:g}×{height:g} image: clipped to {clipped}", clipped
-    return None, box
-
-
-def build_vindr(vindr_dir: str | os.PathLike, png_dir: str | os.PathLike, *, relative_to: str | os.PathLike | None = None,
-                n_folds: int = 4, png_release: bool | None = None) -> VindrTables:
-    """Build the VinDr image, box and pretraining tables.
-
-    Args:
-        vindr_dir: folder holding ``breast-level_annotations.csv`` and ``finding_annotations.csv``.
-        png_dir: PNG folder (``<study_id>/<image_id>.png``, with ``manifest.csv`` from the kit's preprocessing or
-            without one for the authors' release).
-        relative_to: store PNG paths relative to this folder (the profile's ``output_dir``).
-        n_folds: GroupKFold folds over the patients of the training split (test rows get fold ``-1``).
-        png_release: ``True`` declares ``png_dir`` an external PNG release (boxes scaled by the PNG size); ``False``
-            a kit PNG folder, where an image without a manifest row (a stale or foreign PNG) is left out; ``None``
-            decides by the folder (a release has neither ``manifest.csv`` nor the kit's ``png_folder.json``).
-
-    Box rows with empty categories, blank boxes of real findings, non-finite, outside or overhanging coordinates are
-    reported in ``dropped`` (dataset ``vindr_boxes``); overhanging boxes are clipped to the image.
-    """
-    vindr_dir, png_dir = Path(vindr_dir), Path(png_dir)
-    relative_to = Path(relative_to) if relative_to is not None else None
-    breast_csv, finding_csv = vindr_dir / "breast-level_annotations.csv", vindr_dir / "finding_annotations.csv"
-    breast = read_input_csv(breast_csv, VINDR_BREAST_SCHEMA)
-    finding = read_input_csv(finding_csv, VINDR_FINDING_SCHEMA)
-
-    duplicated = breast["image_id"].duplicated(keep=False)
-    if duplicated.any():
-        first = int(np.flatnonzero(duplicated.to_numpy())[0])
-        raise SchemaError(f"{breast_csv}, {_row_label(first)}, column 'image_id': value "
-                          f"{breast['image_id'].iloc[first]!r} appears more than once")
-    known = set(breast["image_id"])
-    sizes = {i: (float(w), float(h)) for i, w, h in zip(breast["image_id"], breast["width"], breast["height"],
-                                                         strict=True)}
-    box_notes: list[dict[str, Any]] = []
-    findings_per_image: dict[str, set[str]] = {}
-    box_rows = []
-    for i, row in enumerate(finding.itertuples(index=False)):
-        if row.image_id not in known:
-            raise SchemaError(f"{finding_csv}, {_row_label(i)}, column 'image_id': value {row.image_id!r} is not in "
-                              f"{breast_csv.name}")
-        names = parse_finding_categories(row.finding_categories, finding_csv, i)
-        findings_per_image.setdefault(row.image_id, set()).update(names)
-        coords = [row.xmin, row.ymin, row.xmax, row.ymax]
-        present = [not _blank(c) for c in coords]
-        if any(present) and not all(present):
-            raise SchemaError(f"{finding_csv}, {_row_label(i)}: box coordinates xmin, ymin, xmax, ymax must be all set "
-                              f"or all blank, got {coords}")
-        problem, kept_box = _box_problem(names, coords, sizes[row.image_id])
-        if problem:
-            box_notes.append({"dataset": "vindr_boxes", "image_id": row.image_id,
-                              "reason": f"{finding_csv.name} {_row_label(i)}: {problem}"})
-        if all(present) and kept_box is not None:
-            xmin, ymin, xmax, ymax = kept_box
-            if xmax <= xmin or ymax <= ymin:
-                raise SchemaError(f"{finding_csv}, {_row_label(i)}: empty box (xmin {xmin}, ymin {ymin}, xmax {xmax}, "
-                                  f"ymax {ymax}); need xmax > xmin and ymax > ymin")
-            for name in names:
-                if name != "No Finding":
-                    box_rows.append({"box_id": i, "image_id": row.image_id, "finding": name,
-                                     "finding_birads": None if _blank(row.finding_birads) else row.finding_birads,
-                                     "xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax})
-
-    images = pd.DataFrame({
-        "patient_id": breast["study_id"].astype(str), "image_id": breast["image_id"].astype(str),
-        "series_id": breast["series_id"].astype(str), "laterality": breast["laterality"].astype(str),
-        "view": breast["view_position"].astype(str).str.strip(), "split": breast["split"].astype(str),
-        "density": breast["breast_density"].map(lambda v: DENSITY_LETTERS.index(str(v).strip()[-1])).astype(int),
-        "birads": breast["breast_birads"].map(lambda v: int(str(v).strip().split()[-1])).astype(int),
-        "height": breast["height"].astype(float).astype(int), "width": breast["width"].astype(float).astype(int),
-    })
-    for name in textlib.FINDING_NAMES:
-        images[textlib.FINDING_COLUMNS[name]] = [int(name in findings_per_image.get(i, set()))
-                                                 for i in images["image_id"]]
-    others = [textlib.FINDING_COLUMNS[n] for n in textlib.FINDING_NAMES if n != "No Finding"]
-    images["No_Finding"] = (images[others].sum(axis=1) == 0).astype(int)
-    images["fold"] = -1
-    training = (images["split"] == "training").to_numpy()
-    images.loc[training, "fold"] = assign_folds(images.loc[training, "patient_id"], n_folds)
-    images, dropped = _attach_pngs(images, png_dir, relative_to, "vindr")
-
-    manifest = _read_manifest(png_dir)
-    if png_release is None:
-        png_release = manifest is None and not (png_dir / "png_folder.json").is_file()
-    if not png_release:
-        listed = set(manifest.index) if manifest is not None else set()
-        stale = ~images["image_id"].isin(listed)
-        if stale.any():
-            dropped = pd.concat([dropped, pd.DataFrame({
-                "dataset": "vindr", "image_id": images.loc[stale, "image_id"],
-                "reason": f"PNG has no row in {png_dir / 'manifest.csv'} (stale or foreign PNG; its boxes cannot be "
-                          "mapped); declare an external PNG release with --png-root to scale boxes instead"})],
-                ignore_index=True)
-            images = images.loc[~stale].reset_index(drop=True)
-    if box_notes:
-        dropped = pd.concat([dropped, pd.DataFrame(box_notes)], ignore_index=True)
-    boxes = pd.DataFrame(box_rows, columns=["box_id", "image_id", "finding", "finding_birads", "xmin", "ymin", "xmax",
-                                            "ymax"])
-    boxes = boxes[boxes["image_id"].isin(set(images["image_id"]))].reset_index(drop=True)
-    by_image = images.set_index("image_id", drop=False)
-    with_boxes = set(boxes["image_id"])
-    manifest_rows = manifest[manifest.index.isin(with_boxes)].to_dict("index") if manifest is not None else {}
-    image_rows = by_image[by_image.index.isin(with_boxes)].to_dict("index")
-    png_coords = np.zeros((len(boxes), 4))
-    mapping = [""] * len(boxes)
-    for image_id, positions in boxes.groupby("image_id", sort=False).indices.items():
-        image = image_rows[image_id]
-        original = boxes[["xmin", "ymin", "xmax", "ymax"]].to_numpy(dtype=float)[positions]
-        mapped, how = _map_boxes(original, image, manifest_rows.get(image_id),
-                                 _png_path(png_dir, image["patient_id"], image_id))
-        png_coords[positions] = np.round(mapped, 3)
-        for p in positions:
-            mapping[p] = how
-    meta = by_image.loc[boxes["image_id"], ["patient_id", "laterality", "view", "split"]].reset_index(drop=True)
-    boxes = pd.concat([meta, boxes], axis=1)
-    for j, column in enumerate(("png_xmin", "png_ymin", "png_xmax", "png_ymax")):
-        boxes[column] = png_coords[:, j]
-    boxes["box_mapping"] = mapping
-    boxes = boxes[["patient_id", "image_id", "laterality", "view", "split", "finding", "finding_birads", "box_id",
-                   "xmin", "ymin", "xmax", "ymax", "png_xmin", "png_ymin", "png_xmax", "png_ymax", "box_mapping"]]
-    return VindrTables(images=images, boxes=boxes, pretrain=vindr_pretrain_table(images), dropped=dropped)
-
-
-def _group_breasts(records_: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
-    """Rows grouped by (patient_id, laterality), groups in sorted key order, rows sorted by image_id."""
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for row in records_:
-        groups.setdefault((str(row["patient_id"]), str(row["laterality"])), []).append(row)
-    return {key: sorted(groups[key], key=lambda r: str(r["image_id"])) for key in sorted(groups)}
-
-
-def vindr_pretrain_table(images: pd.DataFrame) -> pd.DataFrame:
-    """One row per patient × laterality from ``vindr_images``: ``views``, PNG lists per view, findings per view.
-
-    Any number of images per view is accepted. A view's findings are the union over its images; ``No Finding`` only
-    when none of them has a finding.
-    """
-    all_views = list(dict.fromkeys(list(VIEW_ORDER) + (_view_order(images["view"]) if len(images) else [])))
-    finding_columns = [(n, textlib.FINDING_COLUMNS[n]) for n in textlib.FINDING_NAMES if n != "No Finding"]
-    rows = []
-    for (patient_id, laterality), group in _group_breasts(images.to_dict("records")).items():
-        row: dict[str, Any] = {"patient_id": patient_id, "laterality": laterality, "split": group[0]["split"],
-                               "fold": int(group[0]["fold"]), "density": max(int(g["density"]) for g in group),
-                               "birads": max(int(g["birads"]) for g in group),
-                               "views": _view_order(g["view"] for g in group), "images": [g["image_id"] for g in group]}
-        for view in all_views:
-            in_view = [g for g in group if g["view"] == view]
-            row[view] = [g["png_path"] for g in in_view]
-            found = [name for name, column in finding_columns if any(int(g[column]) for g in in_view)]
-            row[f"{view}_findings"] = found or (["No Finding"] if in_view else [])
-        rows.append(row)
-    columns = ["patient_id", "laterality", "split", "fold", "density", "birads", "views", "images"]
-    for view in all_views:
-        columns += [view, f"{view}_findings"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# RSNA
-
-
-@dataclass
-class RsnaTables:
-    """The RSNA image table and the images left out."""
-
-    images: pd.DataFrame
-    dropped: pd.DataFrame
-
-
-#: The RSNA train.csv columns the kit keeps; any other column (it could carry identifiers) is dropped unless asked.
-RSNA_KEPT_COLUMNS: tuple[str, ...] = ("site_id", "patient_id", "image_id", "laterality", "view", "age", "cancer",
-                                      "biopsy", "invasive", "BIRADS", "implant", "density", "machine_id",
-                                      "difficult_negative_case")
-
-
-def build_rsna(rsna_dir: str | os.PathLike, png_dir: str | os.PathLike, *, relative_to: str | os.PathLike | None = None,
-               n_folds: int = 4, keep_extra_columns: bool = False) -> RsnaTables:
-    """``train.csv`` + PNGs → the RSNA rows with ``fold`` (GroupKFold by patient), ``breast_id`` and ``png_path``.
-
-    Only :data:`RSNA_KEPT_COLUMNS` pass into the table (a warning names the others) unless ``keep_extra_columns``.
-    """
-    rsna_dir, png_dir = Path(rsna_dir), Path(png_dir)
-    df = read_input_csv(rsna_dir / "train.csv", RSNA_SCHEMA)
-    extra = [c for c in df.columns if c not in RSNA_KEPT_COLUMNS]
-    if extra and not keep_extra_columns:
-        log.warning("%s: column(s) %s are not RSNA columns the kit uses and were left out of the table "
-                    "(--keep-extra-columns keeps them)", rsna_dir / "train.csv", ", ".join(map(str, extra)))
-        df = df.drop(columns=extra)
-    duplicated = df["image_id"].duplicated(keep=False)
-    if duplicated.any():
-        first = int(np.flatnonzero(duplicated.to_numpy())[0])
-        raise SchemaError(f"{rsna_dir / 'train.csv'}, {_row_label(first)}, column 'image_id': value "
-                          f"{df['image_id'].iloc[first]!r} appears more than once")
-    df["cancer"] = df["cancer"].map(_norm).astype(int)
-    df["fold"] = assign_folds(df["patient_id"], n_folds)
-    df["breast_id"] = df["patient_id"].astype(str) + "_" + df["laterality"].astype(str)
-    images, dropped = _attach_pngs(df, png_dir, Path(relative_to) if relative_to is not None else None, "rsna")
-    return RsnaTables(images=images, dropped=dropped)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Image-report pairs
-
-
-@dataclass
-class ReportTextConfig:
-    """How report text becomes training text."""
-
-    per_breast: bool = True  # keep only the sentences about this breast (or both / no side)
-    keep_decimals: bool = False  # kit option; the paper's cleaning cuts sentences at decimal points
-    augment: textlib.TextAugmentConfig = field(default_factory=textlib.TextAugmentConfig)
-
-
-@dataclass
-class ReportTables:
-    """The image-report pretraining table and the images / breasts left out."""
-
-    pretrain: pd.DataFrame
-    dropped: pd.DataFrame
-
-
-def _report_sections(row: Mapping[str, Any], columns: Sequence[str]) -> tuple[str, str]:
-    """(FINDINGS, IMPRESSION) of one image row: from their columns, or extracted from a free-text REPORT column."""
-    if "FINDINGS" in columns or "IMPRESSION" in columns:
-        findings, impression = row.get("FINDINGS"), row.get("IMPRESSION")
-        return (findings if isinstance(findings, str) else ""), (impression if isinstance(impression, str) else "")
-    sections = textlib.extract_sections(row.get("REPORT"))
-    return sections.get("FINDINGS", ""), sections.get("IMPRESSION", "")
-
-
-def breast_texts(findings: Iterable[str], impressions: Iterable[str], laterality: str,
-                 config: ReportTextConfig | None = None) -> list[list[str]]:
-    """Cleaned sentence lists of one breast: one per distinct FINDINGS text, then one per distinct IMPRESSION.
-
-    FINDINGS (and IMPRESSION) sentences only about the other breast are dropped when ``config.per_breast``; empty
-    results and duplicates are left out.
-    """
-    config = config or ReportTextConfig()
-    out: list[list[str]] = []
-    for raw in list(dict.fromkeys(findings)) + list(dict.fromkeys(impressions)):
-        sentences = textlib.split_sentences(raw)
-        if config.per_breast:
-            sentences = textlib.select_breast_sentences(sentences, laterality)
-        cleaned = textlib.clean_sentences(sentences, keep_decimals=config.keep_decimals)
-        if cleaned and cleaned not in out:
-            out.append(cleaned)
-    return out
-
-
-def _row_seed(seed: int, *keys: Any) -> int:
-    return int(seed) * 1_000_003 + zlib.crc32("|".join(map(str, keys)).encode())
-
-
-def build_reports(reports_dir: str | os.PathLike, png_dir: str | os.PathLike, *,
-                  relative_to: str | os.PathLike | None = None, n_folds: int = 4, seed: int = 0,
-                  config: ReportTextConfig | None = None, back_translator: Any = None,
-                  progress: bool = True) -> ReportTables:
-    """``reports.csv`` + PNGs → one row per patient × laterality with images per view, ``text`` and ``text_augment``.
-
-    ``text`` = [cleaned FINDINGS sentences about this breast, cleaned IMPRESSION] (as in
-    docs/reference-notes.md §7.3, one entry per distinct report text); ``text_augment`` has one augmented
-    version per ``text`` entry: back-translation when ``back_translator`` (a
-    :class:`~mammoclip_kit.data.text.BackTranslator`) is given, else the offline augmentation, seeded by
-    ``seed`` and the breast (same seed ⇒ same table). ``fold`` is a GroupKFold by patient.
-    """
-    from mammoclip_kit.env import progress_bar as tqdm
-
-    reports_dir, png_dir = Path(reports_dir), Path(png_dir)
-    config = config or ReportTextConfig()
-    source = reports_dir / "reports.csv"
-    df = read_input_csv(source, REPORTS_SCHEMA)
-    duplicated = df["image_id"].duplicated(keep=False)
-    if duplicated.any():
-        first = int(np.flatnonzero(duplicated.to_numpy())[0])
-        raise SchemaError(f"{source}, {_row_label(first)}, column 'image_id': value {df['image_id'].iloc[first]!r} "
-                          f"appears more than once ({int(duplicated.sum())} rows share an image_id)")
-    if not {"FINDINGS", "IMPRESSION", "REPORT"} & set(df.columns):
-        raise SchemaError(f"{source}: missing column(s) FINDINGS, IMPRESSION — an image-report table needs FINDINGS "
-                          "and IMPRESSION (or one free-text REPORT column with FINDINGS: / IMPRESSION: headers)")
-    df["view"] = df["view"].astype(str).str.strip()
-    df, dropped = _attach_pngs(df, png_dir, Path(relative_to) if relative_to is not None else None, "reports")
-    all_views = list(dict.fromkeys(list(VIEW_ORDER) + (_view_order(df["view"]) if len(df) else [])))
-    columns = list(df.columns)
-    rows, texts, keys = [], [], []
-    dropped_breasts = []
-    groups = _group_breasts(df.to_dict("records"))
-    for (patient_id, laterality), group in tqdm(groups.items(), total=len(groups), desc="reports",
-                                                disable=not progress, leave=False):
-        sections = [_report_sections(r, columns) for r in group]
-        sentence_lists = breast_texts([s[0] for s in sections if s[0]], [s[1] for s in sections if s[1]],
-                                      laterality, config)
-        if not sentence_lists:
-            dropped_breasts.append({"dataset": "reports", "image_id": ",".join(g["image_id"] for g in group),
-                                    "reason": f"patient {patient_id} breast {laterality}: no report text left"})
-            continue
-        row: dict[str, Any] = {"patient_id": patient_id, "laterality": laterality,
-                               "views": _view_order(g["view"] for g in group), "images": [g["image_id"] for g in group]}
-        for view in all_views:
-            row[view] = [g["png_path"] for g in group if g["view"] == view]
-        row["text"] = [" ".join(s) for s in sentence_lists]
-        rows.append(row)
-        texts.append(sentence_lists)
-        keys.append((patient_id, laterality))
-    if back_translator is not None:
-        flat = [" ".join(s) for lists in texts for s in lists]
-        translated = iter(back_translator(flat, seed=seed))
-        augmented = [[next(translated) for _ in lists] for lists in texts]
-    else:
-        augmented = []
-        for (patient_id, laterality), lists in zip(keys, texts, strict=True):
-            rng = random.Random(_row_seed(seed, patient_id, laterality))
-            augmented.append([" ".join(textlib.augment_sentences(s, rng, config.augment)) for s in lists])
-    for row, aug in zip(rows, augmented, strict=True):
-        row["text_augment"] = aug
-    table = pd.DataFrame(rows, columns=["patient_id", "laterality", "views", "images", *all_views, "text",
-                                        "text_augment"])
-    table["fold"] = assign_folds(table["patient_id"], n_folds) if len(table) else []
-    if dropped_breasts:
-        dropped = pd.concat([dropped, pd.DataFrame(dropped_breasts)], ignore_index=True)
-    return ReportTables(pretrain=table, dropped=dropped)
+    found = missing_inputs(dropped)
+    for line in found[:MISSING_SHOWN]:
+        print(f"{MISSING_INPUT} {line}; its image is left out of the tables", file=sys.stderr)
+    if len(found) > MISSING_SHOWN:
+        print(f"{MISSING_INPUT} … and {len(found) - MISSING_SHOWN} more (every one in {more})", file=sys.stderr)
+    return len(found)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -772,6 +461,9 @@ class TablesConfig(StageConfig):
     png_root: dict[str, str | None] = field(default_factory=dict)  # dataset → folder of the authors' PNG release
 
     def report_config(self) -> ReportTextConfig:
+        """The report-text settings of these tables (for :func:`~mammoclip_kit.data.builders.build_reports`)."""
+        from mammoclip_kit.data.builders import ReportTextConfig
+
         return ReportTextConfig(per_breast=self.per_breast, keep_decimals=self.keep_decimals,
                                 augment=textlib.TextAugmentConfig.from_dict(self.augment))
 
@@ -800,7 +492,7 @@ def _resolve_png_dirs(ctx: RunContext, config: TablesConfig) -> dict[str, Path]:
             png_dirs[dataset] = path if path.is_absolute() else ctx.data_root / path
     if any(d not in png_dirs for d in _INPUTS):
         # ensure_pngs asks the context for its data first (the context builds a missing embedded cohort)
-        from mammoclip_kit.data.preprocess import ensure_pngs
+        from mammoclip_kit.data.batch import ensure_pngs
 
         for dataset, folder in (ensure_pngs(ctx) or {}).items():
             png_dirs.setdefault(dataset, Path(folder))
@@ -820,14 +512,21 @@ def _file_signature(path: Path) -> list[Any]:
 def ensure_tables(ctx: RunContext, datasets: Sequence[str] | None = None) -> dict[str, Path]:
     """Build every table whose inputs exist under ``ctx.data_root`` (skipping up-to-date ones); name → path.
 
-    PNGs come from :func:`mammoclip_kit.data.preprocess.ensure_pngs` (or an author PNG release, see the module
+    PNGs come from :func:`mammoclip_kit.data.batch.ensure_pngs` (or an author PNG release, see the module
     docstring). Each dataset's table group is an artefact (:func:`mammoclip_kit.artifacts.ensure`) recorded in
     ``tables/<dataset>.params.json``: it is rebuilt when its inputs (CSV and PNG manifest mtimes and sizes), the
     ``tables`` settings, the seed or the kit's table version changed, when one of its tables is missing, or when
-    ``ctx.retrain`` is set. Left-out images are listed in ``tables/dropped.csv``.
+    ``ctx.retrain`` is set. Left-out images are listed in ``tables/dropped.csv``; an image whose DICOM is missing on
+    disk is also printed as a ``missing input:`` line (on every call, also when the tables are reused). A data root
+    that holds the input CSVs of none of ``datasets`` is an error naming the root and the files expected, unless their
+    tables are already built (then those are returned, with a note naming the root and where they came from).
     """
     config = TablesConfig.from_context(ctx)
     tables_dir = Path(ctx.tables_dir)
+    ctx.require_data(complete=False)  # builds a missing embedded cohort; a user root must exist
+    already_built = _require_inputs(ctx, datasets or tuple(_INPUTS))
+    if already_built is not None:
+        return already_built
     png_dirs = _resolve_png_dirs(ctx, config)
     built: dict[str, Path] = {}
     dropped_all = []
@@ -848,6 +547,7 @@ def ensure_tables(ctx: RunContext, datasets: Sequence[str] | None = None) -> dic
         def reuse(_: Path, dataset: str = dataset, outputs: dict[str, Path] = outputs) -> dict[str, Path]:
             if env.verbose():
                 print(f"tables {dataset:<8} up to date: {', '.join(outputs)}")
+            _rewarn_missing(tables_dir / "dropped.csv", dataset)  # still missing: say so on every run
             return outputs
 
         def build(_: Path, dataset: str = dataset, png_dir: Path = png_dir,
@@ -869,9 +569,57 @@ def ensure_tables(ctx: RunContext, datasets: Sequence[str] | None = None) -> dic
     return built
 
 
+def _require_inputs(ctx: RunContext, datasets: Sequence[str]) -> dict[str, Path] | None:
+    """Check that ``data_root`` holds the input CSVs of at least one of ``datasets`` (returns None).
+
+    When it holds none (e.g. a wrong data root): the tables of ``datasets`` already built in ``ctx.tables_dir`` are
+    returned with a note naming the root and where they came from, and without any, a ``FileNotFoundError`` names the
+    root, the files expected and what the root holds instead — before any PNG or table work.
+    """
+    unknown = [d for d in datasets if d not in _INPUTS]
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {', '.join(map(str, unknown))}: expected some of {', '.join(_INPUTS)}")
+    root = Path(ctx.data_root)
+    if any(all((root / f).is_file() for f in _INPUTS[d]) for d in datasets):
+        return None
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_root {root} does not exist: point data_root at a folder holding vindr/, "
+                                "rsna/ and/or reports/ (see README 'Real data')")
+    expected = "; ".join(" + ".join(_INPUTS[d]) for d in datasets)
+    tables_dir = Path(ctx.tables_dir)
+    built = {name: tables_dir / f"{name}.csv" for d in datasets for name in _OUTPUTS[d]
+             if (tables_dir / f"{name}.csv").is_file()}
+    if built:
+        sources = sorted({str(Path(entry[0]).parent.parent) for d in datasets
+                          for entry in _recorded_inputs(tables_dir / f"{d}.params.json")})
+        print(f"note: data_root {root} holds none of the input tables ({expected}); using the tables already built "
+              f"in {tables_dir}" + (f" from {', '.join(sources)}" if sources else ""))
+        return built
+    found = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:8]
+    raise FileNotFoundError(f"data_root {root}: no input tables to build from — expected {expected} (at least one "
+                            f"dataset); the folder holds {', '.join(found) if found else 'nothing'}")
+
+
+def _recorded_inputs(record: Path) -> list[list[Any]]:
+    """The input files a table group's ``<dataset>.params.json`` records ([] when unreadable or absent)."""
+    try:
+        return list(json.loads(record.read_text())["params"]["inputs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _rewarn_missing(dropped_csv: Path, dataset: str) -> None:
+    """Repeat the ``missing input:`` lines of a reused dataset (the tables were built without those images)."""
+    if dropped_csv.is_file():
+        dropped = pd.read_csv(dropped_csv, dtype=str)
+        warn_missing_inputs(dropped[dropped["dataset"] == dataset], more=str(dropped_csv))
+
+
 def _build_group(ctx: RunContext, dataset: str, png_dir: Path, config: TablesConfig,
                  outputs: Mapping[str, Path]) -> pd.DataFrame:
     """Build and write the tables of one dataset; returns its left-out images."""
+    from mammoclip_kit.data.builders import build_reports, build_rsna, build_vindr
+
     started = time.perf_counter()
     relative_to = ctx.output_dir
     if dataset == "vindr":
@@ -919,6 +667,8 @@ def build_cli(dataset: str, argv: Sequence[str] | None = None, description: str 
     """Parse the shared builder options, build ``dataset``'s tables, write them and print their row counts."""
     import argparse
     import sys
+
+    from mammoclip_kit.data.builders import ReportTextConfig, build_reports, build_rsna, build_vindr
 
     parser = argparse.ArgumentParser(prog=f"python -m data_prep.build_{dataset}", description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,26 +1,36 @@
-"""Controlled distribution shifts on 2-D mammogram arrays (robustness study, issue 8; paper §"robustness").
+"""Scanner-like distribution shifts on 2-D mammogram arrays (robustness study, notebook 08; paper's robustness claim).
 
 Each shift is a named, seeded transform of a grayscale ``H×W`` array with an integer ``severity`` in ``[0, k]``:
-severity 0 is the identity, and larger severities move the image further from the clean one. The shifts mimic what
-changes between sites and acquisition chains:
+severity 0 is the identity. The shifts model what differs between acquisition chains and sites, and each one
+*removes* image information as its severity grows — none of them raises lesion contrast (an earlier gamma and a
+narrowing window did, which made synthetic masses more conspicuous and raised AUC):
 
-=================  ===============================================================================================
-``gamma``          a power-law tone curve ``x**γ`` (a different display/processing LUT); γ grows with severity
-``contrast``       an S-shaped (logistic) tone curve of growing steepness (vendor "look" / stronger processing)
-``gaussian_noise`` additive Gaussian noise (electronic noise), σ in units of the full grey range
-``poisson_noise``  quantum (photon) noise at a falling photon count: ``Poisson(x·N)/N``
-``downsample``     down-sampling by a factor then linear up-sampling (a coarser detector or an over-eager resize)
-``jpeg``           lossy JPEG compression at falling quality (OpenCV), on an 8-bit copy
-``window``         a narrower, shifted VOI window (wrong WindowCenter / WindowWidth), clipped and re-stretched
-``monochrome1``    the forgotten MONOCHROME1 inversion (``max − x``); severity is 0 or 1
-=================  ===============================================================================================
+=================  ====================================================================  =============================
+shift              models                                                                monotone statistic
+=================  ====================================================================  =============================
+``bit_depth``      fewer stored bits (a 12-bit detector archived at 6 … 2 bits)          effective bits ↓
+``voi_clip``       a VOI window whose upper edge sits below the brightest tissue: the    saturated tissue fraction ↑
+                   densest tissue (where masses hide) saturates to white
+``monochrome1``    the forgotten MONOCHROME1 inversion (``max − x``); severity 0 or 1   correlation with clean ↓
+``quantum_noise``  a lower dose: Poisson noise with fewer photons per pixel             noise SD ↑
+``contrast``       a flatter processing curve for dense tissue (``x ** γ``, γ < 1,       PSNR ↓
+                   then re-quantised to the stored bit depth)
+``downsample``     a coarser detector pitch (area down-sampling, linear up-sampling)    PSNR ↓
+``jpeg``           lossy JPEG archive compression at falling quality (OpenCV)           PSNR ↓
+=================  ====================================================================  =============================
+
+:func:`image_statistics` measures every statistic of a shifted image against its clean version; each
+:class:`ShiftSpec` names the one its severity is monotone on (``statistic``, ``increasing``), and every shift is also
+monotone on the PSNR of the model's view (both images min–max scaled, as :func:`~mammoclip_kit.data.transforms.
+to_model_input` does). The tests check both on cohort images.
 
 Vendor or site hold-out is not a transform: it is a split, see :mod:`mammoclip_kit.eval.robustness`.
 
 All shifts work in ``[0, 1]`` units: integer images are divided by their dtype's maximum, float images by their own
-min–max range, and the result is mapped back to the input's dtype and range, so a shifted PNG goes through
-:func:`mammoclip_kit.data.transforms.to_model_input` exactly like a clean one. Note that the model input is min–max
-scaled, so a purely *linear* contrast change would be invisible to the model: every intensity shift here is non-linear.
+min–max range, and the result is mapped back to the input's dtype and range (integer outputs are rounded, as a stored
+image is), so a shifted PNG goes through :func:`mammoclip_kit.data.transforms.to_model_input` exactly like a clean one.
+A purely *linear* contrast change would be invisible to the model (its input is min–max scaled): every intensity shift
+here clips, quantises or bends the grey scale.
 """
 
 from __future__ import annotations
@@ -32,18 +42,31 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["SHIFTS", "ShiftSpec", "ShiftTransform", "apply_shift", "list_shifts", "shift_seed"]
+__all__ = ["SHIFTS", "STATISTICS", "ShiftSpec", "ShiftTransform", "apply_shift", "image_statistics", "list_shifts",
+           "shift_seed", "tissue_mask"]
+
+#: The statistics :func:`image_statistics` returns, with their units.
+STATISTICS: dict[str, str] = {
+    "psnr_db": "PSNR of the model's view (min–max scaled) vs the clean image, dB",
+    "noise_sd": "SD of (shifted − clean) over the tissue, fraction of the grey range",
+    "effective_bits": "log2 of the number of distinct grey levels in the tissue",
+    "saturated_fraction": "fraction of tissue pixels at the image's maximum grey level",
+    "correlation": "Pearson correlation with the clean image over the tissue",
+}
 
 
 @dataclass(frozen=True)
 class ShiftSpec:
-    """One shift family: its name, the parameter used at each severity and the function that applies it."""
+    """One shift family: its name, the parameter at each severity, the function and the statistic it degrades."""
 
     name: str  # registry key
     levels: tuple[float, ...]  # the shift parameter at severities 0..k (index 0 is the identity)
     stochastic: bool  # True when the output depends on the seed
     unit: str  # what the parameter means, for tables and figure labels
     fn: Callable[[np.ndarray, float, np.random.Generator], np.ndarray]  # (unit image, parameter, rng) -> unit image
+    statistic: str  # the key of :func:`image_statistics` that is monotone in severity
+    increasing: bool  # True when that statistic grows with severity (noise SD), False when it falls (PSNR)
+    models: str = ""  # what differs between scanners, in words
 
     @property
     def max_severity(self) -> int:
@@ -58,29 +81,38 @@ class ShiftSpec:
         return self.levels[int(severity)]
 
 
-def _gamma(x: np.ndarray, gamma: float, rng: np.random.Generator) -> np.ndarray:
-    return np.power(x, gamma)
+def _bit_depth(x: np.ndarray, bits: float, rng: np.random.Generator) -> np.ndarray:
+    levels = 2 ** int(bits) - 1
+    return np.round(x * levels) / levels
 
 
-def _contrast(x: np.ndarray, steepness: float, rng: np.random.Generator) -> np.ndarray:
-    # Logistic S-curve around mid-grey, renormalised so that 0 -> 0 and 1 -> 1; steepness 0 is the identity.
-    if steepness <= 0:
+def _voi_clip(x: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    # The window's upper edge moves down to the (1 - fraction) quantile of the tissue: that fraction of the tissue,
+    # the densest part, saturates; the window keeps its lower edge and maps onto the full output range.
+    if fraction <= 0:
         return x
-    curve = 1.0 / (1.0 + np.exp(-steepness * (x - 0.5)))
-    low, high = 1.0 / (1.0 + np.exp(steepness * 0.5)), 1.0 / (1.0 + np.exp(-steepness * 0.5))
-    return (curve - low) / (high - low)
+    tissue = x[tissue_mask(x)]
+    tissue = tissue[tissue < tissue.max()] if tissue.size else tissue  # pixels saturated already do not count
+    upper = float(np.quantile(tissue, 1.0 - fraction)) if tissue.size else 1.0
+    upper = max(upper, 1e-6)
+    return np.clip(x / upper, 0.0, 1.0)
 
 
-def _gaussian_noise(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    if sigma <= 0:
-        return x
-    return np.clip(x + rng.normal(0.0, sigma, size=x.shape).astype(np.float32), 0.0, 1.0)
+def _monochrome1(x: np.ndarray, inverted: float, rng: np.random.Generator) -> np.ndarray:
+    return 1.0 - x if inverted else x
 
 
-def _poisson_noise(x: np.ndarray, photons: float, rng: np.random.Generator) -> np.ndarray:
+def _quantum_noise(x: np.ndarray, photons: float, rng: np.random.Generator) -> np.ndarray:
+    # Signal-dependent photon noise at a dose of ``photons`` quanta per pixel at full scale (lower dose: fewer photons).
     if not np.isfinite(photons):
         return x
     return np.clip(rng.poisson(x.astype(np.float64) * photons) / photons, 0.0, 1.0).astype(np.float32)
+
+
+def _contrast(x: np.ndarray, gamma: float, rng: np.random.Generator) -> np.ndarray:
+    # γ < 1 flattens the bright (dense) end of the grey scale: dense tissue and masses lose contrast; the result is
+    # re-quantised to the input's bit depth by the caller, so the lost grey levels are gone.
+    return np.power(x, gamma) if gamma != 1 else x
 
 
 def _downsample(x: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
@@ -94,41 +126,30 @@ def _downsample(x: np.ndarray, factor: float, rng: np.random.Generator) -> np.nd
 def _jpeg(x: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
     if quality >= 100:
         return x
-    as_uint8 = np.round(x * 255.0).astype(np.uint8)
+    as_uint8 = np.round(np.clip(x, 0, 1) * 255.0).astype(np.uint8)
     ok, encoded = cv2.imencode(".jpg", as_uint8, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise RuntimeError(f"OpenCV could not JPEG-encode an image of shape {x.shape} at quality {quality}")
     return cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED).astype(np.float32) / 255.0
 
 
-def _window(x: np.ndarray, narrowing: float, rng: np.random.Generator) -> np.ndarray:
-    # Window width shrinks to (1 - narrowing) of the range and its centre moves up by narrowing / 2: the dark fatty
-    # periphery clips to black and bright dense tissue to white, as with a wrong WindowCenter / WindowWidth.
-    if narrowing <= 0:
-        return x
-    width = 1.0 - narrowing
-    centre = 0.5 + narrowing / 2.0
-    low = centre - width / 2.0
-    return np.clip((x - low) / width, 0.0, 1.0)
-
-
-def _monochrome1(x: np.ndarray, inverted: float, rng: np.random.Generator) -> np.ndarray:
-    return 1.0 - x if inverted else x
-
-
 #: Registry of the shift families: name -> spec (severity 0 is always the identity).
 SHIFTS: dict[str, ShiftSpec] = {
-    "gamma": ShiftSpec("gamma", (1.0, 1.25, 1.5, 2.0, 2.5, 3.0), False, "gamma exponent", _gamma),
-    "contrast": ShiftSpec("contrast", (0.0, 4.0, 6.0, 8.0, 10.0, 12.0), False, "S-curve steepness", _contrast),
-    "gaussian_noise": ShiftSpec("gaussian_noise", (0.0, 0.01, 0.02, 0.04, 0.08, 0.16), True,
-                                "noise sigma (fraction of range)", _gaussian_noise),
-    "poisson_noise": ShiftSpec("poisson_noise", (float("inf"), 2000.0, 500.0, 125.0, 32.0, 8.0), True,
-                               "photons at full scale", _poisson_noise),
-    "downsample": ShiftSpec("downsample", (1.0, 2.0, 3.0, 4.0, 6.0, 8.0), False, "down-sampling factor", _downsample),
-    "jpeg": ShiftSpec("jpeg", (100.0, 75.0, 50.0, 25.0, 10.0, 3.0), False, "JPEG quality", _jpeg),
-    "window": ShiftSpec("window", (0.0, 0.1, 0.2, 0.3, 0.45, 0.6), False, "window narrowing (fraction of range)",
-                        _window),
-    "monochrome1": ShiftSpec("monochrome1", (0.0, 1.0), False, "inverted (0/1)", _monochrome1),
+    "bit_depth": ShiftSpec("bit_depth", (16.0, 6.0, 5.0, 4.0, 3.0, 2.0), False, "stored bits", _bit_depth,
+                           "effective_bits", False, "bit depth of the stored image"),
+    "voi_clip": ShiftSpec("voi_clip", (0.0, 0.02, 0.05, 0.1, 0.2, 0.35), False, "saturated tissue fraction",
+                          _voi_clip, "saturated_fraction", True, "VOI window ending below the densest tissue"),
+    "monochrome1": ShiftSpec("monochrome1", (0.0, 1.0), False, "inverted (0/1)", _monochrome1, "correlation", False,
+                             "a MONOCHROME1 image read as MONOCHROME2"),
+    "quantum_noise": ShiftSpec("quantum_noise", (float("inf"), 2000.0, 800.0, 300.0, 120.0, 50.0), True,
+                               "photons per pixel at full scale", _quantum_noise, "noise_sd", True,
+                               "a lower dose (quantum noise)"),
+    "contrast": ShiftSpec("contrast", (1.0, 0.8, 0.65, 0.5, 0.4, 0.3), False, "tone-curve exponent γ", _contrast,
+                          "psnr_db", False, "a flatter processing curve for dense tissue"),
+    "downsample": ShiftSpec("downsample", (1.0, 1.5, 2.0, 3.0, 4.0, 6.0), False, "down-sampling factor", _downsample,
+                            "psnr_db", False, "a coarser detector pitch"),
+    "jpeg": ShiftSpec("jpeg", (100.0, 80.0, 60.0, 40.0, 20.0, 8.0), False, "JPEG quality", _jpeg, "psnr_db", False,
+                      "lossy archive compression"),
 }
 
 
@@ -192,6 +213,52 @@ def apply_shift(image: np.ndarray, name: str, severity: int, seed: int = 0) -> n
     return back(np.asarray(shifted, dtype=np.float32))
 
 
+def tissue_mask(unit: np.ndarray, threshold: float = 0.05) -> np.ndarray:
+    """Pixels of the breast: above ``threshold`` of the image's grey range (the cohort's background is near 0)."""
+    low, high = float(np.min(unit)), float(np.max(unit))
+    return unit > low + threshold * (high - low)
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    low, high = float(x.min()), float(x.max())
+    return (x - low) / (high - low) if high > low else np.zeros_like(x)
+
+
+def image_statistics(clean: np.ndarray, shifted: np.ndarray) -> dict[str, float]:
+    """Physical image statistics of ``shifted`` against ``clean`` (same shape), keys of :data:`STATISTICS`.
+
+    The tissue is :func:`tissue_mask` of the clean image. ``psnr_db`` compares the model's view (both images min–max
+    scaled; ``inf`` when identical); ``noise_sd`` and ``correlation`` use grey units of the clean image's scale;
+    ``effective_bits`` and ``saturated_fraction`` describe ``shifted`` alone inside the tissue.
+    """
+    if clean.shape != shifted.shape:
+        raise ValueError(f"image_statistics: shapes differ, clean {clean.shape} vs shifted {shifted.shape}")
+    if np.issubdtype(clean.dtype, np.integer):
+        info = np.iinfo(clean.dtype)
+        low, span = float(info.min), float(info.max) - float(info.min)
+    else:  # float images: the clean image's range
+        low, high = float(np.min(clean)), float(np.max(clean))
+        span = high - low if high > low else 1.0
+    clean_unit = (clean.astype(np.float64) - low) / span
+    shifted_unit = (shifted.astype(np.float64) - low) / span
+    tissue = tissue_mask(clean_unit)
+    if not tissue.any():
+        raise ValueError("image_statistics: the clean image has no tissue above the background")
+    mse = float(np.mean((_minmax(clean) - _minmax(shifted)) ** 2))
+    difference = (shifted_unit - clean_unit)[tissue]
+    values = shifted[tissue]
+    a, b = clean_unit[tissue].astype(np.float64), shifted_unit[tissue]
+    correlation = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+    return {
+        "psnr_db": float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse)),
+        "noise_sd": float(np.std(difference)),
+        "effective_bits": float(np.log2(max(1, len(np.unique(values))))),
+        "saturated_fraction": float(np.mean(values >= shifted.max())),
+        "correlation": correlation,
+    }
+
+
 @dataclass(frozen=True)
 class ShiftTransform:
     """A shift bound to a severity and a seed, usable as a per-image transform (``transform(image, key)``).
@@ -209,7 +276,7 @@ class ShiftTransform:
     @property
     def key(self) -> str:
         """A stable string naming this transform (used in feature-cache keys)."""
-        return f"{self.name}@{self.severity}#seed{self.seed}"
+        return f"{self.name}@{self.severity}={_get(self.name).parameter(self.severity):g}#seed{self.seed}"
 
     def __call__(self, image: np.ndarray, key: str | int = 0) -> np.ndarray:
         return apply_shift(image, self.name, self.severity, shift_seed(self.seed, key))

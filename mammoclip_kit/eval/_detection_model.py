@@ -227,6 +227,14 @@ class ClipDetectionBackbone(nn.Module):
         if self.frozen:
             self.encoder.eval()
 
+    def share_memo(self, other: ClipDetectionBackbone) -> None:
+        """Use ``other``'s memo of encoder maps (same frozen encoder object, e.g. another seed's detector): the maps of
+        every image it has seen are reused instead of recomputed. Raises when the encoders differ or one is not
+        frozen, where shared maps would be wrong."""
+        if other.encoder is not self.encoder or not (self.frozen and other.frozen) or other.taps != self.taps:
+            raise ValueError("share_memo: both backbones need the same frozen encoder object and the same taps")
+        self._memo = other._memo
+
     def train(self, mode: bool = True) -> ClipDetectionBackbone:
         super().train(mode)
         if self.frozen:

@@ -57,7 +57,7 @@ from mammoclip_kit.eval._detection_model import (
     encoder_taps,
     trainable_parameters,
 )
-from mammoclip_kit.eval.metrics import APResult, average_precision_at_iou
+from mammoclip_kit.eval.metrics import APResult, average_precision_at_iou, voc_ap
 from mammoclip_kit.eval.tasks import split_train_val
 from mammoclip_kit.inference import eval_mode, resolve_image_size
 
@@ -67,7 +67,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BOX_COLUMNS", "PAPER_ANCHOR_SIZES", "PYRAMID_LEVELS", "APResult", "BoxAugment", "ClipDetectionBackbone",
     "DetectionDataset", "DetectionEval", "DetectionSettings", "DetectionTrainConfig", "DetectorConfig",
-    "FocalClassificationHead", "PaperAnchorGenerator", "PaperFPN", "TrainHistory", "clip_boxes", "coco_map", "collate_detection", "create_detector",
+    "FocalClassificationHead", "MapBootstrap", "PaperAnchorGenerator", "PaperFPN", "TrainHistory", "ap_of", "clip_boxes",
+    "coco_map", "collate_detection", "create_detector", "image_matches", "map_bootstrap",
     "detection_datasets", "draw_anchors", "draw_detections", "encoder_taps", "ensure_detector", "evaluate_detector",
     "detection_settings", "finding_key", "load_detector", "plot_precision_recall", "predict", "save_detector", "select_finding_images",
     "split_train_val", "train_detector", "trainable_parameters", "transform_boxes",
@@ -344,6 +345,123 @@ def evaluate_detector(model: nn.Module, dataset: DetectionDataset, device: torch
     return DetectionEval(voc=voc, coco=coco_stats, predictions=preds, ground_truth=truth, image_ids=ids)
 
 
+# ------------------------------------------------------------------------------------------ intervals over patients
+
+def image_matches(result: DetectionEval, iou_threshold: float = 0.5, score_threshold: float | None = 0.05,
+                  max_detections: int = 100) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Per test image: the kept detection scores (descending), their TP flags and the number of true boxes.
+
+    The same rule as :func:`~mammoclip_kit.eval.metrics.average_precision_at_iou` (detections above
+    ``score_threshold``, top ``max_detections``, each matched to its highest-IoU true box). A detection's TP flag
+    depends on its own image only, so the AP of any resample of images is a sort of these flags (:func:`ap_of`).
+    """
+    import warnings
+
+    scores, flags, n_gt = [], [], []
+    for (boxes, image_scores), truth in zip(result.predictions, result.ground_truth, strict=True):
+        image_scores = np.asarray(image_scores, dtype=np.float64).reshape(-1)
+        keep = image_scores > score_threshold if score_threshold is not None else np.ones(len(image_scores), bool)
+        kept = image_scores[keep][np.argsort(-image_scores[keep], kind="stable")[:max_detections]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an image without a true box: every detection is a false positive
+            single = average_precision_at_iou([(np.asarray(boxes)[keep], image_scores[keep])], [truth], iou_threshold,
+                                              max_detections=max_detections)
+        tp = np.diff(np.concatenate([[0.0], single.recall * single.n_gt])) if single.n_gt else np.zeros(len(kept))
+        scores.append(kept)
+        flags.append(np.round(tp))
+        n_gt.append(single.n_gt)
+    return scores, flags, np.asarray(n_gt)
+
+
+def ap_of(matches: tuple[list[np.ndarray], list[np.ndarray], np.ndarray], index: Sequence[int]) -> float:
+    """VOC all-point AP of the images ``index`` (repeats allowed: a bootstrap resample) from :func:`image_matches`."""
+    scores, flags, n_gt = matches
+    total = float(np.sum(n_gt[np.asarray(index, dtype=int)]))
+    if total == 0:
+        return float("nan")
+    s = np.concatenate([scores[i] for i in index] or [np.zeros(0)])
+    tp = np.concatenate([flags[i] for i in index] or [np.zeros(0)])[np.argsort(-s, kind="stable")]
+    cum_tp, cum_fp = np.cumsum(tp), np.cumsum(1.0 - tp)
+    return voc_ap(cum_tp / total, cum_tp / np.maximum(cum_tp + cum_fp, np.finfo(np.float64).eps))
+
+
+@dataclass
+class MapBootstrap:
+    """mAP@0.5 of several detectors (each a list of seeds) on the same test images, with one patient bootstrap.
+
+    ``point[name]`` is the mean over seeds, ``per_seed[name]`` the seeds' values, ``replicates[name]`` the mean over
+    seeds on each resample of test patients (the same resamples for every detector, so differences are paired).
+    """
+
+    point: dict[str, float]
+    per_seed: dict[str, list[float]]
+    replicates: dict[str, np.ndarray]
+    n_images: int
+    n_patients: int
+
+    def interval(self, name: str) -> tuple[float, float, float]:
+        """(mean over seeds, 2.5th, 97.5th percentile) of ``name``'s mAP."""
+        return (self.point[name], *_percentile_pair(self.replicates[name]))
+
+    def difference(self, a: str, b: str) -> tuple[float, float, float]:
+        """Paired ``mAP(a) − mAP(b)`` with its 95 % interval."""
+        return (self.point[a] - self.point[b], *_percentile_pair(self.replicates[a] - self.replicates[b]))
+
+    def table(self) -> pd.DataFrame:
+        """One row per detector: mean mAP@0.5 over seeds, its patient-bootstrap CI, the seeds' SD and values."""
+        rows = []
+        for name in self.point:
+            value, low, high = self.interval(name)
+            seeds = self.per_seed[name]
+            rows.append({"detector": name, "map50": value, "ci_low": low, "ci_high": high,
+                         "seed_sd": float(np.std(seeds, ddof=1)) if len(seeds) > 1 else float("nan"),
+                         "seeds": len(seeds), "per_seed": [round(v, 4) for v in seeds]})
+        return pd.DataFrame(rows)
+
+
+def _percentile_pair(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return float("nan"), float("nan")
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def map_bootstrap(results: dict[str, Sequence[DetectionEval]], patient_of: dict[str, str], *, n_boot: int = 1000,
+                  seed: int = 0, iou_threshold: float = 0.5, score_threshold: float | None = 0.05,
+                  max_detections: int = 100) -> MapBootstrap:
+    """Patient-level bootstrap of mAP@0.5 for detectors evaluated on the same test images.
+
+    ``results`` maps a detector name to its evaluations (one per seed); every evaluation must list the same image ids
+    in the same order. ``patient_of`` maps an image id to its patient. Each replicate draws the test patients with
+    replacement (all their images together) and recomputes every seed's AP on that resample.
+    """
+    evaluations = [e for runs in results.values() for e in runs]
+    if not evaluations:
+        raise ValueError("map_bootstrap: no detector results")
+    ids = list(evaluations[0].image_ids)
+    for name, runs in results.items():
+        for run in runs:
+            if list(run.image_ids) != ids:
+                raise ValueError(f"map_bootstrap: {name!r} was evaluated on other test images than the first detector")
+    missing = [i for i in ids if i not in patient_of]
+    if missing:
+        raise ValueError(f"map_bootstrap: image {missing[0]!r} has no patient (and {len(missing) - 1} more)")
+    codes = pd.factorize(pd.Series([str(patient_of[i]) for i in ids]))[0]
+    members = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+    rng = np.random.default_rng(seed)
+    resamples = [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+                 for _ in range(n_boot)]
+    everyone = np.arange(len(ids))
+    point, per_seed, replicates = {}, {}, {}
+    for name, runs in results.items():
+        matches = [image_matches(r, iou_threshold, score_threshold, max_detections) for r in runs]
+        per_seed[name] = [ap_of(m, everyone) for m in matches]
+        point[name] = float(np.mean(per_seed[name]))
+        replicates[name] = np.array([np.mean([ap_of(m, index) for m in matches]) for index in resamples])
+    return MapBootstrap(point, per_seed, replicates, len(ids), len(members))
+
+
 # ------------------------------------------------------------------------------------------------------ checkpoints
 
 def save_detector(model: nn.Module, out_dir: str | Path, history: TrainHistory | None = None,
@@ -415,14 +533,17 @@ def detection_datasets(ctx: RunContext, config: DetectorConfig, val_fraction: fl
 def ensure_detector(ctx: RunContext, name: str, encoder: nn.Module, config: DetectorConfig,
                     train_config: DetectionTrainConfig,
                     datasets: tuple[DetectionDataset, DetectionDataset, DetectionDataset],
-                    progress: bool = True) -> tuple[nn.Module, TrainHistory]:
+                    progress: bool = True, share_maps_with: nn.Module | None = None) -> tuple[nn.Module, TrainHistory]:
     """Load ``checkpoints/detector-<name>`` when it was trained with the same settings, else train and save it.
 
     ``encoder`` is a fresh image tower with its starting weights (for example ``EncoderSpec.load()`` from
     :func:`mammoclip_kit.eval.encoders.create_encoders`); the detector is built around it. "Same settings" means the
     same detector and training configuration, the same train / validation images and the same starting encoder
     weights (a fingerprint of them), so a retrained encoder retrains the detector; they are recorded in
-    ``params.json`` (:class:`mammoclip_kit.artifacts.Artifact`). ``ctx.retrain`` forces training.
+    ``params.json`` (:class:`mammoclip_kit.artifacts.Artifact`). ``ctx.retrain`` forces training. The pyramid and heads
+    are initialised from ``train_config.seed``, so seeds give independent detectors. ``share_maps_with`` (a detector on
+    the same frozen ``encoder`` object, e.g. the previous seed's) lends its memo of encoder maps: the frozen encoder
+    then runs once per image for all seeds.
     """
     from mammoclip_kit.eval.features import model_fingerprint
 
@@ -435,7 +556,10 @@ def ensure_detector(ctx: RunContext, name: str, encoder: nn.Module, config: Dete
         history = TrainHistory(**payload["history"]) if payload.get("history") else TrainHistory()
         print(f"detector-{name}: loaded (trained earlier with the same settings; retrain=True recomputes)")
         return model.to(ctx.device), history
+    torch.manual_seed(train_config.seed)
     model = create_detector(encoder, config)
+    if share_maps_with is not None and config.freeze_encoder and config.memoize_encoder:
+        model.backbone.share_memo(share_maps_with.backbone)
     history = train_detector(model, datasets[0], datasets[1], train_config, device=ctx.device, progress=progress)
     save_detector(model, out, history=history, train_config=train_config)
     artifact.commit()

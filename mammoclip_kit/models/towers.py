@@ -195,7 +195,64 @@ class TimmImageTower(nn.Module):
             return list(inter) + [final]
         return list(self.model.forward_intermediates(x, indices=indices, intermediates_only=True))
 
+    # -- a frozen, cacheable trunk (classroom pretraining) --------------------------------------------------------
+    def _check_trunk(self, blocks: int) -> None:
+        if not hasattr(self.model, "conv_stem") or not hasattr(self.model, "blocks"):
+            raise TypeError(f"{self.name}: a trunk split needs an EfficientNet-like timm model (conv_stem, blocks)")
+        if not 1 <= blocks < len(self.model.blocks):
+            raise ValueError(f"{self.name}: trunk blocks must be in 1..{len(self.model.blocks) - 1}, got {blocks}")
+
+    def forward_trunk(self, x: torch.Tensor, blocks: int) -> torch.Tensor:
+        """Stem and the first ``blocks`` stages: the feature map that :meth:`forward_from_trunk` continues from."""
+        self._check_trunk(blocks)
+        h = self.model.bn1(self.model.conv_stem(x))
+        for stage in self.model.blocks[:blocks]:
+            h = stage(h)
+        return h
+
+    def forward_from_trunk(self, h: torch.Tensor, blocks: int) -> torch.Tensor:
+        """The pooled features of an image whose trunk output (``forward_trunk(x, blocks)``) is ``h``."""
+        self._check_trunk(blocks)
+        for stage in self.model.blocks[blocks:]:
+            h = stage(h)
+        return self.model.forward_head(self.model.bn2(self.model.conv_head(h)))
+
+    def trunk_channels(self, blocks: int) -> int:
+        """Channels of the trunk output after ``blocks`` stages."""
+        self._check_trunk(blocks)
+        convs = [m for m in self.model.blocks[blocks - 1].modules() if isinstance(m, nn.Conv2d)]
+        return int(convs[-1].out_channels)
+
+    def freeze_trunk(self, blocks: int) -> None:
+        """Freeze stem and the first ``blocks`` stages (no gradients, batch-norm statistics kept, also in ``train()``).
+
+        While frozen, :meth:`forward` also accepts the trunk's output (``trunk_channels(blocks)`` channels) in place of
+        images, so that a training run can feed features cached once per image. ``blocks=0`` unfreezes.
+        """
+        if blocks:
+            self._check_trunk(blocks)
+        self.frozen_blocks = int(blocks)
+        for module in self._trunk_modules():
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+        self.train(self.training)
+
+    def _trunk_modules(self) -> list[nn.Module]:
+        blocks = getattr(self, "frozen_blocks", 0)
+        if not blocks:
+            return []
+        return [self.model.conv_stem, self.model.bn1, *self.model.blocks[:blocks]]
+
+    def train(self, mode: bool = True) -> TimmImageTower:
+        super().train(mode)
+        for module in self._trunk_modules():
+            module.eval()
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = getattr(self, "frozen_blocks", 0)
+        if blocks and x.shape[1] != 3 and x.shape[1] == self.trunk_channels(blocks):
+            return self.forward_from_trunk(x, blocks)
         return self.model(x)
 
 

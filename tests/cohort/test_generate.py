@@ -406,3 +406,18 @@ def test_masks_label_each_lesion_inside_its_box(cohort: Path):
             # The box is drawn around the lesion body: most of the mask lies inside it.
             inside = (xs >= les.xmin) & (xs <= les.xmax) & (ys >= les.ymin) & (ys <= les.ymax)
             assert inside.mean() > 0.6
+
+
+def test_calcification_scale_enlarges_suspicious_specks_only():
+    from mammoclip_kit.cohort.lesions import calcification_particles
+
+    suspicious = Lesion(1, "Suspicious Calcification", 0, 0, 0, 10.0, shape="fine pleomorphic", margin="grouped",
+                        seed=7)
+    benign = Lesion(2, "Benign Calcification", 0, 0, 0, 3.0, shape="round", seed=7)
+    real, big = calcification_particles(suspicious), calcification_particles(suspicious, scale=2.5)
+    assert len(real) == len(big) and all(0.15 <= p[3] <= 0.5 for p in real)
+    np.testing.assert_allclose([p[3] for p in big], [2.5 * p[3] for p in real])
+    np.testing.assert_allclose([p[:3] for p in big], [p[:3] for p in real])   # same positions: same cluster
+    assert calcification_particles(benign, scale=2.5) == calcification_particles(benign)
+    with pytest.raises(ValueError, match="calcification_scale must be in"):
+        cfgmod.resolve_config("smoke", calcification_scale=9)

@@ -13,13 +13,13 @@ import pytest
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from mammoclip_kit.context import RunContext
+from mammoclip_kit.data.batch import ensure_pngs, preprocess_many
 from mammoclip_kit.data.dicom import read_dicom, write_dicom
 from mammoclip_kit.data.preprocess import (
     MANIFEST_COLUMNS,
     PreprocessConfig,
     PreprocessError,
     benchmark,
-    ensure_pngs,
     longest_run_indices,
     make_phantom,
     original_to_png,
@@ -28,7 +28,6 @@ from mammoclip_kit.data.preprocess import (
     plot_voi_steps,
     png_to_original,
     preprocess_file,
-    preprocess_many,
     process_image,
 )
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from mammoclip_kit.context import RunContext
+from mammoclip_kit.data import builders as B
 from mammoclip_kit.data import records as R
 
 BREAST_COLUMNS = ["study_id", "series_id", "image_id", "laterality", "view_position", "height", "width",
@@ -65,7 +66,7 @@ def test_missing_column_names_file_and_column(tmp_path):
     csv = vindr / "breast-level_annotations.csv"
     pd.read_csv(csv).drop(columns=["breast_density"]).to_csv(csv, index=False)
     with pytest.raises(R.SchemaError, match=r"breast-level_annotations\.csv: missing column\(s\) breast_density"):
-        R.build_vindr(vindr, png_dir)
+        B.build_vindr(vindr, png_dir)
 
 
 def test_bad_value_names_file_row_column_and_value(tmp_path):
@@ -75,7 +76,7 @@ def test_bad_value_names_file_row_column_and_value(tmp_path):
     df.loc[2, "breast_density"] = "DENSITY E"
     df.to_csv(csv, index=False)
     with pytest.raises(R.SchemaError) as error:
-        R.build_vindr(vindr, png_dir)
+        B.build_vindr(vindr, png_dir)
     message = str(error.value)
     assert "breast-level_annotations.csv, row 3 (line 4), column 'breast_density': value 'DENSITY E'" in message
     assert "DENSITY A" in message
@@ -94,7 +95,7 @@ def test_finding_table_errors(tmp_path, column, value, expected):
     df.loc[1, column] = value
     df.to_csv(csv, index=False)
     with pytest.raises(R.SchemaError, match="finding_annotations.csv, row 2 \\(line 3\\)") as error:
-        R.build_vindr(vindr, png_dir)
+        B.build_vindr(vindr, png_dir)
     assert expected in str(error.value)
 
 
@@ -103,14 +104,14 @@ def test_rsna_and_reports_schema_errors(tmp_path):
     pd.DataFrame({"patient_id": [1, 2], "image_id": [10, 20], "laterality": ["L", "B"], "view": ["CC", "CC"],
                   "cancer": [0, 1]}).to_csv(tmp_path / "rsna" / "train.csv", index=False)
     with pytest.raises(R.SchemaError, match=r"train\.csv, row 2 \(line 3\), column 'laterality': value 'B'"):
-        R.build_rsna(tmp_path / "rsna", tmp_path / "png")
+        B.build_rsna(tmp_path / "rsna", tmp_path / "png")
     (tmp_path / "reports").mkdir()
     pd.DataFrame({"patient_id": ["p"], "image_id": ["i"], "laterality": ["L"], "view": ["CC"]}).to_csv(
         tmp_path / "reports" / "reports.csv", index=False)
     with pytest.raises(R.SchemaError, match="reports.csv: missing column.*FINDINGS"):
-        R.build_reports(tmp_path / "reports", tmp_path / "png")
+        B.build_reports(tmp_path / "reports", tmp_path / "png")
     with pytest.raises(FileNotFoundError, match="train.csv: no such file"):
-        R.build_rsna(tmp_path / "nowhere", tmp_path / "png")
+        B.build_rsna(tmp_path / "nowhere", tmp_path / "png")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -120,7 +121,7 @@ def test_rsna_and_reports_schema_errors(tmp_path):
 @pytest.mark.parametrize("per_view", [1, 2, 3])
 def test_vindr_tables_with_any_number_of_images_per_view(tmp_path, per_view):
     vindr, png_dir = make_vindr(tmp_path, per_view=per_view)
-    tables = R.build_vindr(vindr, png_dir, relative_to=tmp_path, n_folds=4)
+    tables = B.build_vindr(vindr, png_dir, relative_to=tmp_path, n_folds=4)
     images = tables.images
     assert len(images) == 2 * 2 * 2 * per_view
     mass = images.set_index("image_id").loc["st0_RCC0"]
@@ -150,7 +151,7 @@ def test_box_mapping_uses_the_manifest(tmp_path):
                               "crop_x0": 100, "crop_y0": 40, "crop_x1": 500, "crop_y1": 840, "out_height": 160,
                               "out_width": 96, "scale_x": 0.24, "scale_y": 0.2}])
     manifest.to_csv(png_dir / "manifest.csv", index=False)
-    boxes = R.build_vindr(vindr, png_dir).boxes.set_index("image_id")
+    boxes = B.build_vindr(vindr, png_dir).boxes.set_index("image_id")
     mass = boxes.loc["st0_RCC0"]
     # (x − crop_x0) · 96 / 400 and (y − crop_y0) · 160 / 800 for the box (120, 100, 180, 200)
     np.testing.assert_allclose(mass[["png_xmin", "png_ymin", "png_xmax", "png_ymax"]].to_numpy(float),
@@ -162,7 +163,7 @@ def test_box_mapping_uses_the_manifest(tmp_path):
 def test_missing_pngs_are_left_out_and_reported(tmp_path):
     vindr, png_dir = make_vindr(tmp_path)
     os.remove(png_dir / "st0" / "st0_RCC0.png")
-    tables = R.build_vindr(vindr, png_dir)
+    tables = B.build_vindr(vindr, png_dir)
     assert "st0_RCC0" not in set(tables.images["image_id"]) and len(tables.images) == 7
     assert list(tables.dropped["image_id"]) == ["st0_RCC0"] and "no PNG" in tables.dropped["reason"].iloc[0]
     assert "Mass" not in set(tables.boxes["finding"])
@@ -183,7 +184,7 @@ def test_group_kfold_puts_each_patient_in_one_fold(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "rsna" / "train.csv", index=False)
     for row in rows:
         _png(tmp_path / "png" / str(row["patient_id"]) / f"{row['image_id']}.png")
-    images = R.build_rsna(tmp_path / "rsna", tmp_path / "png", relative_to=tmp_path, n_folds=4).images
+    images = B.build_rsna(tmp_path / "rsna", tmp_path / "png", relative_to=tmp_path, n_folds=4).images
     assert len(images) == len(rows)
     assert images.groupby("patient_id")["fold"].nunique().max() == 1
     assert sorted(images["fold"].unique()) == [0, 1, 2, 3]
@@ -223,7 +224,7 @@ def make_reports(root: Path, free_text: bool = False) -> tuple[Path, Path]:
 @pytest.mark.parametrize("free_text", [False, True])
 def test_report_table_per_breast_text_and_augmentation(tmp_path, free_text):
     reports, png_dir = make_reports(tmp_path, free_text)
-    table = R.build_reports(reports, png_dir, relative_to=tmp_path, seed=0, progress=False).pretrain
+    table = B.build_reports(reports, png_dir, relative_to=tmp_path, seed=0, progress=False).pretrain
     assert len(table) == 4
     by_breast = table.set_index(["patient_id", "laterality"])
     right, left = by_breast.loc[("p1", "R")], by_breast.loc[("p1", "L")]
@@ -237,9 +238,9 @@ def test_report_table_per_breast_text_and_augmentation(tmp_path, free_text):
     assert right["CC"] == ["png/p1/p1RCC.png"] and right["views"] == ["CC", "MLO"]
     assert len(right["text_augment"]) == len(right["text"]) and right["text_augment"] != right["text"]
     assert table.groupby("patient_id")["fold"].nunique().max() == 1
-    again = R.build_reports(reports, png_dir, relative_to=tmp_path, seed=0, progress=False).pretrain
+    again = B.build_reports(reports, png_dir, relative_to=tmp_path, seed=0, progress=False).pretrain
     assert again["text_augment"].tolist() == table["text_augment"].tolist()
-    other = R.build_reports(reports, png_dir, relative_to=tmp_path, seed=1, progress=False).pretrain
+    other = B.build_reports(reports, png_dir, relative_to=tmp_path, seed=1, progress=False).pretrain
     assert other["text_augment"].tolist() != table["text_augment"].tolist()
 
 

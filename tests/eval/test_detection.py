@@ -15,15 +15,19 @@ from mammoclip_kit.context import make_context
 from mammoclip_kit.eval.detection import (
     BoxAugment,
     DetectionDataset,
+    DetectionEval,
     DetectionTrainConfig,
     DetectorConfig,
     FocalClassificationHead,
     PaperAnchorGenerator,
+    ap_of,
     coco_map,
     create_detector,
     ensure_detector,
     evaluate_detector,
+    image_matches,
     load_detector,
+    map_bootstrap,
     select_finding_images,
     train_detector,
     transform_boxes,
@@ -272,3 +276,88 @@ def test_voc_and_coco_map_agree_on_hand_made_cases():
     coco = coco_map(shifted, gt[:1])
     assert coco["map50"] == pytest.approx(1.0) and coco["map"] == pytest.approx(3 / 10)
     assert math.isnan(coco_map([(np.zeros((0, 4)), np.zeros(0))], [np.zeros((0, 4))])["map"])
+
+
+def _random_eval(seed: int, n_images: int = 30) -> DetectionEval:
+    """Detections around true boxes with random offsets and scores (some images without a box, some misses)."""
+    rng = np.random.default_rng(seed)
+    predictions, truth = [], []
+    for i in range(n_images):
+        gt = np.array([[20.0, 20.0, 50.0, 50.0]]) + rng.integers(0, 40) if i % 5 else np.zeros((0, 4))
+        boxes = np.array([[20.0, 20.0, 50.0, 50.0]]) + rng.normal(0, 6, (3, 4)) + rng.integers(0, 40)
+        predictions.append((boxes, rng.random(3)))
+        truth.append(gt)
+    voc = average_precision_at_iou(predictions, truth, 0.5, score_threshold=0.05, max_detections=100)
+    return DetectionEval(voc=voc, coco={}, predictions=predictions, ground_truth=truth,
+                         image_ids=[f"i{k}" for k in range(n_images)])
+
+
+def test_map_bootstrap_matches_the_voc_ap_and_pairs_detectors():
+    a, b, c = _random_eval(0), _random_eval(1), _random_eval(2)
+    patients = {f"i{k}": f"p{k // 3}" for k in range(30)}
+    boot = map_bootstrap({"a": [a], "ab": [a, b], "a_again": [a]}, patients, n_boot=200, seed=0)
+    assert boot.point["a"] == pytest.approx(a.map50)
+    assert boot.per_seed["ab"] == pytest.approx([a.map50, b.map50])
+    assert boot.point["ab"] == pytest.approx((a.map50 + b.map50) / 2)
+    # any resample's AP equals the AP computed directly on those images
+    matches = image_matches(a)
+    index = [0, 0, 4, 7, 7, 7, 12, 29]
+    direct = average_precision_at_iou([a.predictions[i] for i in index], [a.ground_truth[i] for i in index], 0.5,
+                                      score_threshold=0.05, max_detections=100).ap
+    assert ap_of(matches, index) == pytest.approx(direct)
+    value, low, high = boot.interval("a")
+    assert low < value < high and boot.n_patients == 10 and boot.n_images == 30
+    assert boot.difference("a", "a_again") == (0.0, 0.0, 0.0)  # paired: the same detector twice differs by nothing
+    table = boot.table()
+    assert list(table["detector"]) == ["a", "ab", "a_again"] and table.loc[1, "seeds"] == 2
+    c.image_ids = list(reversed(c.image_ids))
+    with pytest.raises(ValueError, match="other test images"):
+        map_bootstrap({"a": [a], "c": [c]}, patients)
+    with pytest.raises(ValueError, match="image 'i0' has no patient"):
+        map_bootstrap({"a": [a]}, {})
+
+
+def test_timm_lite0_tower_as_detection_backbone_and_shared_encoder_maps():
+    from mammoclip_kit.models.towers import TimmImageTower
+
+    torch.manual_seed(0)
+    tower = TimmImageTower("tf_efficientnet_lite0")
+    config = DetectorConfig(fpn_channels=16, anchor_scale=0.5)
+    model = create_detector(tower, config)
+    assert model.backbone.taps == tower.default_taps and model.backbone.in_channels == (112, 320, 1280)
+    x = [torch.randn(3, 96, 64) for _ in range(2)]
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 40.0, 40.0]]), "labels": torch.zeros(1, dtype=torch.int64)}] * 2
+    model.train()
+    losses = model(x, targets)
+    loss = losses["classification"] + losses["bbox_regression"]
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is None for p in tower.parameters())  # frozen tower
+    model.eval()
+    with torch.no_grad():
+        assert len(model(x)) == 2
+    # a second seed's detector on the same frozen tower reuses the first one's encoder maps
+    other = create_detector(tower, config)
+    other.backbone.share_memo(model.backbone)
+    model.backbone.memoize = other.backbone.memoize = True
+    model.backbone(torch.stack(x))
+    other.backbone(torch.stack(x))
+    assert other.backbone.memo_hits == 2
+    with pytest.raises(ValueError, match="same frozen encoder"):
+        create_detector(TimmImageTower("tf_efficientnet_lite0"), config).backbone.share_memo(model.backbone)
+
+
+def test_ensure_detector_seeds_the_heads(tiny_tables, tmp_path):
+    root, images, boxes = tiny_tables
+    ctx = make_context(None, profile="smoke", output_dir=str(tmp_path / "run"), device="cpu")
+    data = DetectionDataset(images, boxes, root, "Mass")
+    config = DetectorConfig(fpn_channels=16, anchor_scale=0.75)
+    tower = TinyTower()
+    models = {}
+    for seed in (0, 1, 0):
+        train = DetectionTrainConfig(epochs=1, batch_size=4, max_steps=1, seed=seed)
+        models.setdefault(seed, []).append(ensure_detector(ctx, f"s{seed}-{len(models)}", tower, config, train,
+                                                           (data, data, data), progress=False)[0])
+    first, second = models[0][0].state_dict(), models[1][0].state_dict()
+    key = next(k for k in first if k.startswith("head.classification_head.conv"))
+    assert not torch.equal(first[key], second[key])
+    assert torch.equal(first[key], models[0][1].state_dict()[key])

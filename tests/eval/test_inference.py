@@ -184,18 +184,20 @@ def test_predict_cli_on_a_smoke_checkpoint(tmp_path, smoke_checkpoint, capsys):
     argv = ["--checkpoint", str(smoke_checkpoint), "--image", str(dcm), str(png), "--prompts", str(prompts)]
     assert predict.main(argv) == 0
     table = capsys.readouterr().out
-    assert "mass" in table and "density_pred" in table and "left.dcm" in table and "right.png" in table
+    assert "mass" in table and "density_A" in table and "left.dcm" in table and "right.png" in table
+    assert "density_pred" not in table and "density_p0" not in table
     assert predict.main([*argv, "--json", "--scoring", "reference"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert [r["image"] for r in records] == [str(dcm), str(png)]
     model = load_model(smoke_checkpoint)
     expected = inference.zero_shot([dcm, png], model, {"mass": ("no mass", "mass")}, scoring="reference",
-                                   progress=False)
+                                   progress=False, dicom_mode="paper")  # predict's default DICOM mode
     np.testing.assert_allclose([r["mass"] for r in records], expected["mass"], rtol=1e-5)
-    assert all(abs(sum(r[f"density_p{c}"] for c in range(3)) - 1) < 1e-5 for r in records)
+    assert all(abs(sum(r[f"density_{c}"] for c in "ABC") - 1) < 1e-5 for r in records)
+    assert all(r["density"] in ("A", "B", "C") for r in records)
     # default prompts (the kit's sets) cover the paper's tasks
     assert predict.main(["--checkpoint", str(smoke_checkpoint), "--image", str(png), "--json"]) == 0
-    assert {"mass", "suspicious_calcification", "malignancy", "density_pred"} <= set(
+    assert {"mass", "suspicious_calcification", "malignancy", "density", "density_D"} <= set(
         json.loads(capsys.readouterr().out)[0])
 
 

@@ -1,4 +1,4 @@
-"""Robustness runner on a tiny stand-in encoder: tidy CSV, clean rows, drops, cache reuse and vendor hold-out."""
+"""Robustness runner on tiny stand-in encoders: paired drops, cache reuse, pooled vendor hold-out, the verdict."""
 
 from __future__ import annotations
 
@@ -9,14 +9,21 @@ from _probe_fixtures import TinyEncoder, make_table
 
 from mammoclip_kit.eval.encoders import EncoderSpec
 from mammoclip_kit.eval.linear_probe import LinearProbeConfig
+from mammoclip_kit.eval.metrics import roc_auc
 from mammoclip_kit.eval.robustness import (
-    ROBUSTNESS_COLUMNS,
+    CLEAN,
+    DROP_COLUMNS,
     RobustnessConfig,
+    RobustnessRun,
+    _TestUnits,
+    _units,
     attach_groups,
-    run_group_holdout,
-    run_shift_grid,
-    summarise_drops,
+    claim_verdict,
+    compare_drops,
+    lesion_contrast,
+    run_robustness,
 )
+from mammoclip_kit.eval.tasks import get_task
 
 
 @pytest.fixture(scope="module")
@@ -25,65 +32,104 @@ def cohort(tmp_path_factory):
     return root, make_table(root, n_patients=24)
 
 
-def test_shift_grid_writes_tidy_csv_and_reuses_cache(cohort, tmp_path) -> None:
+def test_run_gives_paired_drops_reuses_the_cache_and_pools_the_vendor_holdout(cohort, tmp_path) -> None:
     root, table = cohort
     encoders = {"a": TinyEncoder(0), "b": TinyEncoder(1)}
     specs = [EncoderSpec(n, lambda e=e: e) for n, e in encoders.items()]
-    cfg = RobustnessConfig(tasks=["mass", "density"], shifts={"monochrome1": [1], "gaussian_noise": [1, 3]}, n_boot=10,
-                        probe=LinearProbeConfig(C=1.0))
-    csv = tmp_path / "robustness.csv"
+    cfg = RobustnessConfig(tasks=["mass", "density"], shifts={"monochrome1": [1], "quantum_noise": [1, 5]},
+                           holdout=["vendor"], n_boot=50, probe=LinearProbeConfig(C=1.0))
     kwargs = dict(tables={"vindr": table}, root=root, cache_dir=tmp_path / "cache", progress=False)
-    result = run_shift_grid(specs, cfg=cfg, csv_path=csv, **kwargs)
-    assert list(result.columns) == list(ROBUSTNESS_COLUMNS)
-    stored = pd.read_csv(csv)
-    assert len(stored) == len(result)
-    # per encoder: (mass 1 + density 3 metrics) x (2 shifts x clean + 3 shifted severities)
-    assert len(result) == 2 * 4 * (2 + 3)
-    assert set(result["shift"]) == {"monochrome1", "gaussian_noise"}
-    clean = result[result["severity"] == 0]
-    assert np.allclose(clean["drop"], 0.0) and np.allclose(clean["value"], clean["clean_value"])
-    shifted = result[result["severity"] > 0]
-    np.testing.assert_allclose(shifted["drop"], shifted["clean_value"] - shifted["value"])
-    assert (result["n_test"] == (table["split"] == "test").sum()).all()
-    assert (result["ci_low"] <= result["value"] + 1e-12).all()
-    assert result.attrs["timing"]["shifted_computed"] == 2 * 3
-    # the inversion really changes what the probe sees: some metric moves for some encoder
-    inverted = result[(result["shift"] == "monochrome1") & (result["severity"] == 1)]
-    assert (inverted["drop"].abs() > 0).any()
+    run = run_robustness(specs, cfg=cfg, **kwargs)
+    drops = run.drops()
+    assert list(drops.columns) == list(DROP_COLUMNS)
+    # per encoder and task: 3 shifted sets + the vendor hold-out
+    assert len(drops) == 2 * 2 * 4
+    assert set(drops["condition"]) == {"monochrome1", "quantum_noise 2000", "quantum_noise 50", "vendor hold-out"}
+    n_test = int((table["split"] == "test").sum())
+    assert (drops["n_test"] == n_test).all() and (drops["n_patients"] == 6).all()
+    np.testing.assert_allclose(drops["drop"], drops["clean_value"] - drops["value"])
+    assert (drops["drop_ci_low"] <= drops["drop"] + 1e-12).all() and (drops["drop"] <= drops["drop_ci_high"] + 1e-12).all()
+    assert set(drops["metric"]) == {"auc", "balanced_accuracy"}
+    # the clean AUC is the AUC of the stored clean scores
+    labels = table[table["split"] == "test"]["Mass"].to_numpy()
+    clean_auc = roc_auc(labels, run.scores[("a", "mass", *CLEAN)])
+    assert drops[(drops["encoder"] == "a") & (drops["task"] == "mass")]["clean_value"].iloc[0] == pytest.approx(clean_auc)
+    assert run.timing["shifted_computed"] == 2 * 3 and run.timing["encode_images_per_second"]["a"] > 0
+    # the pooled hold-out scores every test image with a probe that never saw its vendor
+    held = run.scores[("a", "mass", "vendor hold-out", 1)]
+    assert held.shape == (n_test,) and np.isfinite(held).all()
+    assert not np.allclose(held, run.scores[("a", "mass", *CLEAN)])
     # second run: every feature set from the cache, no encoder forward, same numbers
     calls = {n: e.calls for n, e in encoders.items()}
-    again = run_shift_grid(specs, cfg=cfg, **kwargs)
+    again = run_robustness(specs, cfg=cfg, **kwargs)
     assert {n: e.calls for n, e in encoders.items()} == calls
-    assert again.attrs["timing"]["shifted_from_cache"] == 2 * 3
-    np.testing.assert_allclose(again["value"], result["value"])
-    drops = summarise_drops(result, metric="auc")
-    assert set(drops["shift"]) == {"monochrome1", "gaussian_noise"}
-    assert (drops[drops["shift"] == "gaussian_noise"]["severity"] == 3).all()
+    assert again.timing["shifted_from_cache"] == 2 * 3
+    pd.testing.assert_frame_equal(again.drops(), drops)
     with pytest.raises(ValueError, match=r"unknown shift\(s\) \['blur'\]"):
-        run_shift_grid(specs, cfg=RobustnessConfig(shifts={"blur": [1]}), **kwargs)
+        RobustnessConfig(shifts={"blur": [1]})
+    with pytest.raises(ValueError, match="severity 7 outside"):
+        RobustnessConfig(shifts={"jpeg": [7]})
 
 
-def test_group_holdout_and_attach_groups(cohort, tmp_path) -> None:
-    root, table = cohort
+def _run_from_scores(labels, patients, scores: dict, n_boot: int = 400) -> RobustnessRun:
+    """A run built from given scores: the paired bootstrap and the verdict without any encoder."""
+    frame = pd.DataFrame({"patient_id": patients, "Mass": labels})
+    run = RobustnessRun(scores=scores)
+    run.units["mass"] = _units(get_task("mass"), frame, n_boot, seed=0)
+    return run
+
+
+def test_paired_bootstrap_and_verdict_on_known_scores() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = (rng.random(n) < 0.3).astype(int)
+    patients = np.repeat(np.arange(n // 4), 4).astype(str)
+    signal = labels + rng.normal(0, 0.6, n)
+    scores = {}
+    for encoder, noise in (("mammoclip", 0.2), ("imagenet", 1.5)):
+        scores[(encoder, "mass", *CLEAN)] = signal
+        scores[(encoder, "mass", "jpeg", 3)] = signal + rng.normal(0, noise, n)
+    run = _run_from_scores(labels, patients, scores)
+    drops = run.drops().set_index("encoder")
+    # the shared resamples make the drop's CI narrower than two independent intervals would
+    for encoder in ("mammoclip", "imagenet"):
+        row = drops.loc[encoder]
+        independent = np.hypot((row["clean_ci_high"] - row["clean_ci_low"]) / 2, (row["ci_high"] - row["ci_low"]) / 2)
+        assert row["drop_half_width"] < independent, encoder
+    row = drops.loc["mammoclip"]
+    assert row["drop_half_width"] < (row["clean_ci_high"] - row["clean_ci_low"]) / 4
+    assert drops.loc["imagenet", "drop_ci_low"] > 0.05
+    comparison = compare_drops(run, "mammoclip", ["imagenet", "clip"])
+    assert len(comparison) == 1 and comparison["outcome"].iloc[0] == "less"  # clip missing: no row
+    verdict = claim_verdict(comparison)
+    assert verdict["overall"] == "holds" and "smaller drop in 1" in verdict["text"]
+    # swap the roles: the subject degrades more
+    swapped = compare_drops(run, "imagenet", ["mammoclip"])
+    assert claim_verdict(swapped, "imagenet")["overall"] == "contradicted"
+    assert claim_verdict(compare_drops(run, "mammoclip", ["clip"]))["overall"] == "not tested"
+
+
+def test_breast_level_units_average_images() -> None:
+    units = _TestUnits(np.array([1, 0]), np.array([0, 1]), np.array([0, 0, 1, 1]))
+    np.testing.assert_allclose(units.units(np.array([0.2, 0.4, 0.6, 1.0])), [0.3, 0.8])
+
+
+def test_lesion_contrast_sees_a_bright_blob() -> None:
+    image = np.full((40, 40), 50, np.uint8)
+    image[0, 0] = 0
+    image[15:25, 15:25] = 200
+    assert lesion_contrast(image, np.array([[15, 15, 25, 25]])) == pytest.approx(150 / 200)
+    assert lesion_contrast(image, np.array([[0, 30, 8, 38]])) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_attach_groups(cohort) -> None:
+    _, table = cohort
     truth = table[["image_id", "vendor"]].assign(dataset="vindr")
     plain = table.drop(columns=["vendor"])
     with_vendor = attach_groups(plain, truth, "vendor", dataset="vindr")
     assert with_vendor["vendor"].tolist() == table["vendor"].tolist()
     with pytest.raises(ValueError, match="no 'vendor' for image 'I000_0'"):
         attach_groups(plain, truth[truth["image_id"] != "I000_0"], "vendor")
-    spec = [EncoderSpec("a", lambda: TinyEncoder(0))]
-    cfg = RobustnessConfig(tasks=["density"], n_boot=10)
-    result = run_group_holdout(spec, with_vendor, "vindr", "vendor", cfg, root=root, cache_dir=tmp_path,
-                               csv_path=tmp_path / "holdout.csv", progress=False)
-    assert set(result["group"]) == {"A", "B", "C"}
-    assert set(result["severity"]) == {0, 1} and set(result["experiment"]) == {"holdout:vendor"}
-    for group, part in result.groupby("group"):
-        test_rows = ((with_vendor["split"] == "test") & (with_vendor["vendor"] == group)).sum()
-        assert (part["n_test"] == test_rows).all()
-        held = part[part["severity"] == 1]
-        train_rows = ((with_vendor["split"] == "training") & (with_vendor["vendor"] != group)).sum()
-        assert (held["n_train"] == train_rows).all()
-    assert pd.read_csv(tmp_path / "holdout.csv").shape[0] == len(result)
 
 
 def test_config_from_the_profile_and_the_notebook_parameters(tmp_path) -> None:

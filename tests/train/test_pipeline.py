@@ -106,3 +106,34 @@ def test_pretrain_config_order_profile_parameters_keywords(tmp_path: Path) -> No
     settings["pretrain"] = {"variants": ["clip", "siglip"]}
     with pytest.raises(ValueError, match="unknown variant"):
         pretrain_config(ctx)
+
+
+def test_imagenet_start_with_a_frozen_cached_trunk(tmp_path: Path) -> None:
+    """image_init: imagenet + freeze_blocks + cache_trunk: the trunk keeps its ImageNet weights, is run once per image
+    (its maps shared between training and validation sets and reused by a second run), and the rest trains."""
+    from mammoclip_kit.models.imagenet import load_imagenet_tower
+    from mammoclip_kit.models.towers import TimmImageTower
+    from mammoclip_kit.train import trunk_cache
+
+    tables = _tables(tmp_path)
+    cfg = PretrainConfig(model="smoke", image_size=[64, 32], sources=["reports"], epochs=2, batch_size=4, lr=1e-3,
+                         image_init="imagenet", freeze_blocks=2, cache_trunk=True, tensorboard=False, seed=0,
+                         monitor_every_epochs=0)
+    trunk_cache._MEMO.clear()
+    result = run_pretraining(cfg, tables, tmp_path, tmp_path / "ckpt", progress=False)
+    assert result.steps == 6 and not result.interrupted   # 12 training breasts / 4 × 2 epochs
+    assert len(trunk_cache._MEMO) == 32                     # 16 breasts × 2 views, each computed once
+    model = from_pretrained(tmp_path / "ckpt")
+    imagenet = load_imagenet_tower(TimmImageTower("tf_efficientnet_lite0"))
+    trained, start = model.image_encoder.model, imagenet.model
+    torch.testing.assert_close(trained.conv_stem.weight, start.conv_stem.weight)      # frozen: still ImageNet
+    torch.testing.assert_close(trained.blocks[1][0].conv_pw.weight, start.blocks[1][0].conv_pw.weight)
+    assert not torch.allclose(trained.blocks[4][0].conv_pw.weight, start.blocks[4][0].conv_pw.weight)  # trained
+    memo = dict(trunk_cache._MEMO)
+    run_pretraining(cfg, tables, tmp_path, tmp_path / "ckpt2", progress=False)
+    assert trunk_cache._MEMO.keys() == memo.keys()          # the second run reused every map
+
+
+def test_cache_trunk_needs_frozen_stages() -> None:
+    with pytest.raises(ValueError, match="cache_trunk needs freeze_blocks"):
+        PretrainConfig.from_dict({"cache_trunk": True})
