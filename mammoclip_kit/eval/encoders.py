@@ -8,8 +8,6 @@ device, with ``num_features`` (pooled feature width) and ``image_size`` (the inp
 Registered names (:func:`list_encoders`):
 
 * ``random`` — the profile's preset (or ``random_preset``) with its seeded, untrained weights;
-* ``shapes`` — the same tower after the formula-driven pretraining that the profile's contrastive pretraining starts
-  from (:func:`mammoclip_kit.train.ensure_shapes_tower`, the kit's ImageNet stand-in); skipped when the profile has none;
 * ``clip``, ``mammoclip``, ``mammoclip_vindr`` — the classroom pretraining ablation
   (:func:`mammoclip_kit.train.ensure_pretrained`, trained when missing);
 * ``released`` — the ``checkpoint`` parameter (a kit folder or a released ``.tar``); skipped when not given;
@@ -46,7 +44,7 @@ __all__ = ["EncoderSpec", "create_encoder", "create_encoders", "list_encoders", 
 class EncoderSpec:
     """An image tower to compare: ``load()`` returns an ``nn.Module`` with pooled ``forward`` and ``num_features``."""
 
-    name: str  # row label: random, shapes, clip, mammoclip, mammoclip_vindr, the released file's stem, imagenet
+    name: str  # row label: random, clip, mammoclip, mammoclip_vindr, the released file's stem, imagenet
     load: Callable[[], nn.Module]  # called lazily, once per sweep
     kind: str = ""  # the registered name it was created from ("released" for a file named by its stem)
 
@@ -107,29 +105,6 @@ def _random_tower(ctx: RunContext, preset: str) -> nn.Module:
 def _random(ctx: RunContext, *, random_preset: str | None = None, **_: Any) -> EncoderSpec:
     preset = _preset(ctx, random_preset)
     return EncoderSpec("random", lambda: _random_tower(ctx, preset))
-
-
-@register_encoder("shapes")
-def _shapes(ctx: RunContext, *, random_preset: str | None = None, **_: Any) -> EncoderSpec | None:
-    from mammoclip_kit.train import pretrain_config
-
-    config = pretrain_config(ctx, "mammoclip")
-    if config.image_init != "shapes":
-        print("note: encoder 'shapes' skipped (this profile's pretraining does not start from the shapes init)")
-        return None
-    preset = _preset(ctx, random_preset)
-
-    def load() -> nn.Module:
-        from mammoclip_kit.train import ensure_shapes_tower
-        from mammoclip_kit.train.shapes import load_shapes_init
-
-        folder = ensure_shapes_tower(ctx)
-        tower = load_shapes_init(_random_tower(ctx, preset), folder)
-        if config.image_size:  # the shapes tower is trained at the pretraining's input size
-            tower.image_size = (int(config.image_size[0]), int(config.image_size[1]))
-        return tower.to(ctx.device).eval()
-
-    return EncoderSpec("shapes", load)
 
 
 def _pretrained(variant: str) -> Callable[..., EncoderSpec | None]:

@@ -475,7 +475,7 @@ def plot_drops(drops: pd.DataFrame, task: str, path: str | Path | None = None, m
     ax.set_yticks(range(len(conditions)), conditions, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"drop of {primary_metric(task)} (clean − shifted; > 0 = worse), paired 95 % CI")
-    ax.set_ylabel("condition (shift and severity, or hold-out)")
+    ax.set_ylabel("shift (severity) or hold-out", fontsize=8)
     ax.set_title(f"{task}: probes trained on clean images", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

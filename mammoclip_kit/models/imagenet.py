@@ -233,7 +233,7 @@ def fold_input_normalisation(model: nn.Module, input_mean: float, input_std: flo
     conv, bn = inner.conv_stem, inner.bn1
     with torch.no_grad():
         a = torch.tensor([input_std / s for s in weights_std], dtype=conv.weight.dtype)
-        b = torch.tensor([(input_mean - m) / s for m, s in zip(weights_mean, weights_std)], dtype=conv.weight.dtype)
+        b = torch.tensor([(input_mean - m) / s for m, s in zip(weights_mean, weights_std, strict=True)], dtype=conv.weight.dtype)
         shift = (conv.weight * b.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
         conv.weight.mul_(a.view(1, -1, 1, 1))
         bn.running_mean.sub_(shift)

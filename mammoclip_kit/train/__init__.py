@@ -7,10 +7,9 @@ Later notebooks call :func:`ensure_pretrained` (``ctx.checkpoint_dir(variant)``,
 from mammoclip_kit.train.config import VARIANTS, PretrainConfig, PretrainSectionConfig, load_config
 from mammoclip_kit.train.pipeline import (
            ensure_pretrained,
-           ensure_shapes_tower,
            pretrain_config,
            run_pretraining,
 )
 
-__all__ = ["ensure_pretrained", "ensure_shapes_tower", "pretrain_config", "run_pretraining", "PretrainConfig",
+__all__ = ["ensure_pretrained", "pretrain_config", "run_pretraining", "PretrainConfig",
            "PretrainSectionConfig", "load_config", "VARIANTS"]

