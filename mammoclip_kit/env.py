@@ -129,6 +129,16 @@ def _static_bar(iterable: Any = None, **kwargs: Any) -> Any:
     class StaticBar(text_tqdm):
         monitor_interval = 0  # no monitor thread: nothing is drawn before close()
 
+        def __iter__(self):
+            # Count an item when it is handed out: a loop left with ``break`` (a max_steps cap) still counts the step
+            # it ran, where tqdm counts an item only when the next one is asked for (its final view read 0/3).
+            try:
+                for item in self.iterable:
+                    self.n += 1
+                    yield item
+            finally:
+                self.close()
+
         def close(self) -> None:
             if getattr(self, "_printed", False) or self.disable:
                 return super().close()

@@ -211,3 +211,23 @@ def test_every_profile_bounds_its_cells_unless_told_otherwise(notebook_dir, tmp_
     runner.run(profile, only=["00"], output=tmp_path / "out", notebook_dir=notebook_dir, prepare=False,
                verbose=False, timeout=given)
     assert seen == [expected]
+
+
+def test_static_bars_print_their_final_count_once_even_when_a_loop_breaks(monkeypatch, capsys):
+    """``MAMMOCLIP_PROGRESS=static`` (the runner's kernels): nothing while the loop runs, one line at the end. A loop
+    cut by a step cap counts the step it ran (tqdm's own count read 0/3 there: a bar "frozen at 0 %")."""
+    from mammoclip_kit.env import progress_bar
+
+    monkeypatch.setenv("MAMMOCLIP_PROGRESS", "static")
+    for _ in progress_bar(range(3), desc="fine-tune epoch 1/1"):
+        break
+    for _ in progress_bar(range(4), desc="embed"):
+        pass
+    with progress_bar(total=2, desc="manual") as bar:
+        bar.update(2)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("fine-tune epoch 1/1:  33%") and "1/3" in lines[0]
+    assert "4/4" in lines[1] and "100%" in lines[1] and "2/2" in lines[2]
+    monkeypatch.setenv("MAMMOCLIP_PROGRESS", "0")
+    assert progress_bar(range(2)).disable
