@@ -10,7 +10,7 @@ PROFILE ?= classroom
 
 help:
 	@echo "make reproduce  set up, build the teaching cohort, run every notebook in the classroom profile"
-	@echo "make test       set up, run all tests (unit tests + every notebook in the smoke profile)"
+	@echo "make test       set up, run all tests (unit tests + every notebook in the smoke and the rehearsal profiles)"
 	@echo "make lab        JupyterLab on the notebooks"
 	@echo "make student    student copies (answers removed) in student/"
 

@@ -18,11 +18,15 @@ import yaml
 
 from mammoclip_kit import env
 
-PROFILES: tuple[str, ...] = ("smoke", "classroom", "paper")
+PROFILES: tuple[str, ...] = ("smoke", "classroom", "paper", "rehearsal")
+#: Profiles that take the paper's inputs (a released or trained ``checkpoint``, a ``text_encoder``, a real-format
+#: ``data_root``) and run the paper's code paths; ``rehearsal`` is the paper profile at CI scale on inputs it writes itself
+#: (``configs/profiles/rehearsal.yaml``, :mod:`mammoclip_kit.course.rehearsal`).
+PAPER_PROFILES: tuple[str, ...] = ("paper", "rehearsal")
 
 #: The shared parameter vocabulary: name -> (default, meaning). ``None`` means "the profile's default".
 PARAMETERS: dict[str, tuple[Any, str]] = {
-    "profile": (None, "smoke | classroom | paper; None reads $MAMMOCLIP_PROFILE, else classroom"),
+    "profile": (None, "smoke | classroom | paper | rehearsal; None reads $MAMMOCLIP_PROFILE, else classroom"),
     "data_root": (None, "folder holding vindr/, rsna/, reports/; None = the embedded cohort of the profile"),
     "output_dir": (None, "where this profile's artefacts go; None = $MAMMOCLIP_RUNS/<profile> (default runs/<profile>)"),
     "checkpoint": (None, "a kit checkpoint folder or a released .tar; None = the classroom-trained model"),
@@ -33,13 +37,15 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "batch_size": (None, "batch size; None = the profile's value"),
     "num_workers": (None, "data-loading / preprocessing workers; None = the profile's value"),
     "retrain": (False, "recompute cached artefacts (checkpoints, features, sweeps) even when they exist"),
+    "pretrain_from_scratch": (None, "notebook 04 pretrains from scratch (paper: days on a GPU); None = the profile's "
+                                    "sequence.pretrain_from_scratch (smoke, classroom: yes; paper, rehearsal: no)"),
 }
 
 #: The type of each vocabulary parameter, checked by :func:`check_parameter` (the runner's ``-p`` values).
 PARAMETER_KINDS: dict[str, str] = {
     "profile": "profile", "data_root": "path", "output_dir": "path", "checkpoint": "path", "text_encoder": "path",
     "device": "device", "seed": "int>=0", "max_steps": "int>0", "batch_size": "int>0", "num_workers": "int>=0",
-    "retrain": "bool",
+    "retrain": "bool", "pretrain_from_scratch": "bool",
 }
 _DEVICE_PATTERN = r"(cpu|mps|meta|(cuda|xpu)(:\d+)?)"
 
@@ -131,6 +137,30 @@ class RunContext:
     @property
     def retrain(self) -> bool:
         return bool(self.params.get("retrain"))
+
+    @property
+    def is_paper(self) -> bool:
+        """True for the profiles that run the paper's code paths on given inputs (:data:`PAPER_PROFILES`)."""
+        return self.profile in PAPER_PROFILES
+
+    @property
+    def pretrain_from_scratch(self) -> bool:
+        """Whether notebook 04 pretrains: the ``pretrain_from_scratch`` parameter, else the profile's
+        ``sequence.pretrain_from_scratch`` (default yes). The paper profiles evaluate the given ``checkpoint`` first and
+        pretrain only when asked."""
+        value = self.params.get("pretrain_from_scratch")
+        if value is None:
+            value = self.section("sequence").get("pretrain_from_scratch", True)
+        return bool(value)
+
+    @property
+    def rehearsal_inputs(self) -> Path | None:
+        """The folder where the rehearsal profile writes its own inputs (:mod:`mammoclip_kit.course.rehearsal`); None
+        for the other profiles."""
+        inputs = self.section("inputs")
+        if self.profile != "rehearsal" or not inputs:
+            return None
+        return env.default_data_root() / str(inputs.get("folder", "rehearsal"))
 
     def png_dir(self, dataset: str) -> Path:
         return self.output_dir / "png" / dataset
@@ -245,13 +275,18 @@ def make_context(notebook: str | None = None, **params: Any) -> RunContext:
     profile = resolve_profile(resolved["profile"])
     resolved["profile"] = profile
     settings = load_profile_settings(profile)
+    inputs = settings.get("inputs") or {}
+    if profile == "rehearsal" and inputs:  # the paper's three inputs, written by mammoclip_kit.course.rehearsal
+        folder = env.default_data_root() / str(inputs.get("folder", "rehearsal"))
+        for name in ("data_root", "checkpoint", "text_encoder"):
+            if not resolved[name]:
+                resolved[name] = str(folder / str(inputs[name]))
     if resolved["data_root"]:
         data_root, is_cohort = Path(resolved["data_root"]).expanduser(), False
     else:
-        if profile == "paper":
-            raise ValueError(
-                "the paper profile runs on real data: pass data_root (a folder holding vindr/, rsna/ and/or reports/) "
-                f"or set ${env.DATA_ENV}; see README 'Real data'")
+        if profile in PAPER_PROFILES:
+            raise ValueError(f"the {profile} profile runs on real data: pass data_root (a folder holding vindr/, rsna/ "
+                             "and/or reports/; runner: -p data_root=FOLDER); see README 'Real data'")
         preset = (settings.get("cohort") or {}).get("preset", profile)
         data_root, is_cohort = env.default_data_root() / "cohort" / preset, True
     output_dir = Path(resolved["output_dir"]).expanduser() if resolved["output_dir"] else env.default_runs_root() / profile

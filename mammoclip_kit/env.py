@@ -17,7 +17,8 @@ import numpy as np
 DATA_ENV = "MAMMOCLIP_DATA"
 RUNS_ENV = "MAMMOCLIP_RUNS"
 PROFILE_ENV = "MAMMOCLIP_PROFILE"
-#: "0" turns progress bars off (the runner sets it for the kernels it starts; see :func:`progress_bar`).
+#: "0" turns progress bars off; "static" prints each bar once, in its final state (the runner sets it for the kernels
+#: it starts); anything else: live bars (see :func:`progress_bar`).
 PROGRESS_ENV = "MAMMOCLIP_PROGRESS"
 #: "1" makes the stages say when they reuse an artefact (see :func:`verbose`).
 VERBOSE_ENV = "MAMMOCLIP_VERBOSE"
@@ -102,17 +103,53 @@ def versions_report(device=None) -> str:
 
 
 def progress_bar(iterable: Any = None, **kwargs: Any) -> Any:
-    """A tqdm progress bar: a widget in JupyterLab, text in a terminal, none when ``$MAMMOCLIP_PROGRESS`` is ``0``.
+    """A tqdm progress bar: a widget in JupyterLab, text in a terminal; ``$MAMMOCLIP_PROGRESS`` ``0`` turns it off.
 
-    Every loop a person waits for uses it. The notebook runner sets ``MAMMOCLIP_PROGRESS=0`` for the kernels it starts:
-    a widget in a batch-executed notebook is saved as its first frame ("0 %") and would look frozen there, so executed
-    notebooks carry no bars (the runner prints its own per-notebook progress).
+    Every loop a person waits for uses it. ``MAMMOCLIP_PROGRESS=static`` (the notebook runner sets it for the kernels it
+    starts) draws nothing while the loop runs and prints the bar once when it closes, with its final count and time, to
+    stdout: a live widget in a batch-executed notebook would be saved as its first frame ("0 %") and look frozen.
     """
     from tqdm.auto import tqdm
 
-    if os.environ.get(PROGRESS_ENV, "1").strip() == "0":
+    mode = os.environ.get(PROGRESS_ENV, "1").strip().lower()
+    if mode == "0":
         kwargs["disable"] = True
+    elif mode == "static" and not kwargs.get("disable"):
+        return _static_bar(iterable, **kwargs)
     return tqdm(iterable, **kwargs)
+
+
+def _static_bar(iterable: Any = None, **kwargs: Any) -> Any:
+    """A text tqdm that draws nothing until it closes, then prints its final line (count, total, time) once."""
+    import io
+    import sys
+
+    from tqdm import tqdm as text_tqdm
+
+    class StaticBar(text_tqdm):
+        monitor_interval = 0  # no monitor thread: nothing is drawn before close()
+
+        def __iter__(self):
+            # Count an item when it is handed out: a loop left with ``break`` (a max_steps cap) still counts the step
+            # it ran, where tqdm counts an item only when the next one is asked for (its final view read 0/3).
+            try:
+                for item in self.iterable:
+                    self.n += 1
+                    yield item
+            finally:
+                self.close()
+
+        def close(self) -> None:
+            if getattr(self, "_printed", False) or self.disable:
+                return super().close()
+            self._printed = True
+            final = self.format_meter(**{**self.format_dict, "ncols": 100})
+            super().close()
+            print(final, file=sys.stdout, flush=True)
+
+    kwargs.pop("file", None)
+    kwargs["mininterval"] = float("inf")  # no intermediate refreshes (they would go nowhere anyway)
+    return StaticBar(iterable, file=io.StringIO(), **kwargs)
 
 
 def verbose() -> bool:

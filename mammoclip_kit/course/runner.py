@@ -1,13 +1,18 @@
 """Run the notebook sequence of one profile with papermill and collect its metrics.
 
-``python -m mammoclip_kit.course.runner --profile {smoke,classroom,paper} [--only 03 05] [-p key=value ...] [--output DIR]
-[--resume]``
+``python -m mammoclip_kit.course.runner --profile {smoke,classroom,paper,rehearsal} [--only 03 05] [-p key=value ...]
+[--output DIR] [--resume] [--timeout S] [--retries N]``
 
+* prepares the inputs (builds a missing cohort; the rehearsal profile writes its checkpoint, text encoder and data root)
+  and checks them all before the first notebook (:func:`mammoclip_kit.course.inputs.validate_inputs`);
 * executes ``notebooks/NN_*.ipynb`` in order (kernel ``python3``), injecting ``profile``, ``output_dir`` and every
   ``-p`` value into the cell tagged ``parameters``;
 * writes the executed copies to ``<output>/notebooks/`` (default output: ``runs/<profile>``);
 * merges the metrics JSON each notebook writes (``<output>/metrics/<notebook>.json``) into ``<output>/summary.json``;
-* prints a table (notebook, status, wall time); on failure prints the failing cell's source, its stderr and the
+* shows live progress on stderr (a status line with the running cell and the elapsed time on a terminal; in a log, a
+  line per cell of 2 s or more and a heartbeat every minute); kernels draw static progress bars (final counts);
+* a cell that runs past the per-cell timeout fails its notebook, naming the cell and the time (no silent rerun);
+* prints a table (notebook, status, real wall time); on failure prints the failing cell's source, its stderr and the
   traceback, runs the remaining notebooks and exits non-zero;
 * a notebook that ran to the end but printed ``missing input:`` lines (inputs listed in a CSV and absent on disk)
   gets status ``missing inputs``, not ``ok``: the lines are printed and the runner exits non-zero;
@@ -151,42 +156,141 @@ def _timed_out(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError) or type(exc).__name__ in {"CellTimeoutError", "DeadKernelError"}
 
 
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def count_code_cells(notebook: Path, parameters: dict[str, Any] | None = None) -> int:
+    """Code cells papermill will execute: the non-empty code cells, plus the injected parameters cell."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    return sum(c.cell_type == "code" and bool(c.source.strip()) for c in nb.cells) + (1 if parameters else 0)
+
+
+class CellProgress:
+    """Live progress of one notebook through nbclient's cell hooks: which code cell runs and for how long.
+
+    ``mode``: ``"tty"`` rewrites one status line (``03_reports  cell 7/24  0:42``) every second; ``"lines"`` (logs, CI)
+    prints a line for every cell that took ``min_seconds`` or more and a heartbeat every ``heartbeat`` seconds while a
+    cell runs; ``"off"`` prints nothing but still records the running cell (for a timeout report).
+    """
+
+    def __init__(self, name: str, total: int, mode: str = "lines", stream: Any = None, *, min_seconds: float = 2.0,
+                 heartbeat: float = 60.0) -> None:
+        import threading
+
+        self.name, self.total, self.mode = name, total, mode
+        self.stream = stream or sys.stderr
+        self.min_seconds, self.heartbeat = min_seconds, heartbeat
+        self.started = time.perf_counter()
+        self.count, self.cell_index, self.source, self.cell_started = 0, None, "", None
+        self._last_beat = self.started
+        self._stop = threading.Event()
+        self._thread = None
+        if mode in ("tty", "lines"):
+            self._thread = threading.Thread(target=self._tick, daemon=True)
+            self._thread.start()
+
+    # nbclient hooks (called with keyword arguments)
+    def on_cell_execute(self, cell: Any = None, cell_index: int | None = None, **_: Any) -> None:
+        self.count += 1
+        self.cell_index, self.source, self.cell_started = cell_index, getattr(cell, "source", ""), time.perf_counter()
+        self._last_beat = self.cell_started
+        if self.mode == "tty":
+            self._status()
+
+    def on_cell_executed(self, cell: Any = None, cell_index: int | None = None, **_: Any) -> None:
+        seconds = self.cell_seconds()
+        self.cell_started = None
+        if self.mode == "lines" and seconds >= self.min_seconds:
+            self._print(f"  {self.name}: cell {self.count}/{self.total} done in {seconds:.1f} s "
+                        f"({_clock(self.elapsed())} elapsed)")
+
+    def cell_seconds(self) -> float:
+        return 0.0 if self.cell_started is None else time.perf_counter() - self.cell_started
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def running(self) -> bool:
+        return self.cell_started is not None
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self.mode == "tty":
+            print("\r\x1b[2K", end="", file=self.stream, flush=True)
+
+    def _status(self) -> None:
+        line = f"{self.name}  cell {self.count}/{self.total}  {_clock(self.elapsed())}"
+        if self.running():
+            line += f"  (this cell {_clock(self.cell_seconds())})"
+        print(f"\r\x1b[2K{line}", end="", file=self.stream, flush=True)
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            if self.mode == "tty":
+                self._status()
+            elif self.running() and time.perf_counter() - self._last_beat >= self.heartbeat:
+                self._last_beat = time.perf_counter()
+                self._print(f"  {self.name}: cell {self.count}/{self.total} still running "
+                            f"({_clock(self.cell_seconds())}; {_clock(self.elapsed())} elapsed)")
+
+
 def run_notebook(notebook: Path, output_dir: Path, parameters: dict[str, Any], *,
-                 timeout: int | None = None, progress: bool = False, retries: int = 1) -> NotebookResult:
+                 timeout: int | None = None, progress: bool | str = False, retries: int = 0) -> NotebookResult:
     """Execute one notebook with papermill; never raises for a failing notebook (the result says so).
 
-    ``timeout`` bounds every cell (seconds). A cell that times out or a kernel that dies is retried ``retries`` times
-    with a fresh kernel — the Jupyter client can lose a kernel message and then wait forever, which the timeout turns
-    into an error — and the result records it (``extra["retried"]``). An error raised *by* the notebook is never
-    retried.
+    ``timeout`` bounds every cell (seconds). A cell that runs past it is a failure of the notebook that names the cell
+    (its number and source) and how long it ran; the long phases are cached artefacts, so ``--resume`` or a rerun
+    continues cheaply. ``retries`` (default 0) reruns a timed-out notebook with a fresh kernel that many times (for a
+    kernel that lost a message); ``wall_s`` is always the real time of all attempts together. An error raised *by*
+    the notebook is never retried. ``progress``: True/"tty"/"lines"/"off" (see :class:`CellProgress`).
     """
+    start = time.perf_counter()
     result = _run_once(notebook, output_dir, parameters, timeout=timeout, progress=progress)
     attempts = []
     while result.status == "failed" and result.extra.get("timed_out") and len(attempts) < retries:
         attempts.append(result.error)
         print(f"{notebook.stem}: {result.error.splitlines()[0] if result.error else 'timed out'}; retrying with a "
-              "fresh kernel")
+              "fresh kernel", file=sys.stderr)
         result = _run_once(notebook, output_dir, parameters, timeout=timeout, progress=progress)
     if attempts:
         result.extra["retried"] = attempts
+    result.wall_s = round(time.perf_counter() - start, 2)
     return result
 
 
+def _progress_mode(progress: bool | str) -> str:
+    if progress is True:
+        return "tty" if sys.stderr.isatty() else "lines"
+    return progress if progress in ("tty", "lines") else "off"
+
+
 def _run_once(notebook: Path, output_dir: Path, parameters: dict[str, Any], *, timeout: int | None,
-              progress: bool) -> NotebookResult:
+              progress: bool | str) -> NotebookResult:
     import papermill
 
     executed = output_dir / "notebooks" / notebook.name
     executed.parent.mkdir(parents=True, exist_ok=True)
     result = NotebookResult(notebook=notebook.stem, status="ok", executed=str(executed),
                             fingerprint=fingerprint(notebook, parameters))
+    cells = CellProgress(notebook.stem, count_code_cells(notebook, parameters), _progress_mode(progress))
     start = time.perf_counter()
     try:
         with _kernel_environment():
             papermill.execute_notebook(
                 str(notebook), str(executed), parameters=parameters, kernel_name="python3",
-                cwd=str(notebook.parent), progress_bar=progress, execution_timeout=timeout,
-                report_mode=False, log_output=False)
+                cwd=str(notebook.parent), progress_bar=False, execution_timeout=timeout,
+                report_mode=False, log_output=False,
+                on_cell_execute=cells.on_cell_execute, on_cell_executed=cells.on_cell_executed)
     except papermill.PapermillExecutionError as exc:
         result.status = "failed"
         result.error = _ANSI.sub("", f"{exc.ename}: {exc.evalue}\n" + "\n".join(exc.traceback))
@@ -196,6 +300,14 @@ def _run_once(notebook: Path, output_dir: Path, parameters: dict[str, Any], *, t
         result.error = f"{type(exc).__name__}: {exc}"
         if _timed_out(exc):
             result.extra["timed_out"] = True
+            if cells.running():
+                what = f"code cell {cells.count} of {cells.total} (notebook cell {cells.cell_index})"
+                result.error = (f"{what} ran {cells.cell_seconds():.0f} s, past the per-cell timeout of {timeout} s "
+                                f"({_clock(cells.elapsed())} into the notebook)\n{result.error}")
+                result.failing_cell = cells.source
+                result.extra["timed_out_cell"] = cells.cell_index
+    finally:
+        cells.close()
     result.wall_s = round(time.perf_counter() - start, 2)
     missing = reported_missing_inputs(executed) if result.status == "ok" else []
     if missing:
@@ -206,14 +318,17 @@ def _run_once(notebook: Path, output_dir: Path, parameters: dict[str, Any], *, t
 @contextlib.contextmanager
 def _kernel_environment():
     """Environment of the kernels the runner starts: this checkout's kit first on the path (a user with two clones runs
-    the code of the clone whose runner they call), progress bars off (a widget is saved as its first frame) and
+    the code of the clone whose runner they call), static progress bars (``MAMMOCLIP_PROGRESS=static``: a bar prints
+    its final count once, where a widget would be saved as its first frame, 0 %; Hugging Face's own bars off) and
     interactive viewers off (``MAMMOCLIP_BATCH=1``: static figures only)."""
     root = str(Path(__file__).resolve().parents[2])
-    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", env.PROGRESS_ENV, env.BATCH_ENV)}
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", env.PROGRESS_ENV, env.BATCH_ENV,
+                                                     "HF_HUB_DISABLE_PROGRESS_BARS")}
     paths = [root] + [p for p in (saved["PYTHONPATH"] or "").split(os.pathsep) if p and p != root]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)
-    os.environ[env.PROGRESS_ENV] = "0"
+    os.environ[env.PROGRESS_ENV] = "static"  # each bar prints its final state once: no widget frozen at 0 %
     os.environ[env.BATCH_ENV] = "1"  # viewers draw static figures: no widget traffic in a batch kernel
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # transformers' "Loading weights" bars were saved at 0 %
     try:
         yield
     finally:
@@ -280,27 +395,37 @@ def print_failure(result: NotebookResult, stream=None) -> None:
     print(bar, file=stream)
 
 
-def prepare_data(profile: str, parameters: dict[str, Any]) -> float:
-    """Build the embedded cohort of the profile when it is missing (no-op for user data). Returns seconds spent."""
-    if parameters.get("data_root") or profile == "paper":
-        return 0.0
+def prepare_data(profile: str, parameters: dict[str, Any], *, verbose: bool = True) -> float:
+    """Make the run's inputs exist and check them before any notebook starts; returns the seconds spent.
+
+    The embedded cohort of smoke / classroom is built when missing; the rehearsal profile writes its default inputs
+    (:mod:`mammoclip_kit.course.rehearsal`). Then :func:`mammoclip_kit.course.inputs.validate_inputs` checks the
+    checkpoint, text encoder, data root and every input table the sequence needs, and raises
+    :class:`~mammoclip_kit.course.inputs.InputError` listing each problem — before the first long phase.
+    """
     from mammoclip_kit.context import make_context
+    from mammoclip_kit.course.inputs import validate_inputs
 
     start = time.perf_counter()
-    make_context(None, **{k: v for k, v in parameters.items() if k in PARAMETERS}).require_data()
+    ctx = make_context(None, **{k: v for k, v in parameters.items() if k in PARAMETERS})
+    if ctx.is_cohort:
+        ctx.require_data()
+    report = validate_inputs(ctx)
+    if verbose and not ctx.is_cohort:
+        print(f"inputs checked ({time.perf_counter() - start:.1f} s):\n{report}")
     return round(time.perf_counter() - start, 2)
 
 
-#: Per-cell timeout (seconds) of each profile when none is given: a Jupyter client that loses a kernel message waits
-#: forever, and the timeout turns that into a retry with a fresh kernel. Generous against the longest cell measured
-#: (classroom: the formula-driven init, about 4 minutes on 2 cores); none for the paper profile (hours per cell).
-DEFAULT_CELL_TIMEOUT: dict[str, int | None] = {"smoke": 300, "classroom": 1200, "paper": None}
+#: Per-cell timeout (seconds) of each profile when none is given: a cell that runs longer is reported as a failure of
+#: its notebook (cell and time named). Generous against the longest cell measured (classroom: the formula-driven init,
+#: about 4 minutes on 2 cores); none for the paper profile (hours per cell).
+DEFAULT_CELL_TIMEOUT: dict[str, int | None] = {"smoke": 300, "classroom": 1200, "paper": None, "rehearsal": 300}
 
 
 def run(profile: str, *, only: list[str] | None = None, parameters: dict[str, Any] | None = None,
         output: Path | None = None, resume: bool = False, timeout: int | None = None,
-        notebook_dir: Path | None = None, prepare: bool = True, progress: bool = False,
-        verbose: bool = True) -> list[NotebookResult]:
+        notebook_dir: Path | None = None, prepare: bool = True, progress: bool | str = False,
+        verbose: bool = True, retries: int = 0) -> list[NotebookResult]:
     """Run the sequence; returns one result per selected notebook (see the module docstring).
 
     ``timeout`` bounds each cell in seconds: None takes :data:`DEFAULT_CELL_TIMEOUT` of the profile, 0 means none.
@@ -318,9 +443,9 @@ def run(profile: str, *, only: list[str] | None = None, parameters: dict[str, An
         raise SystemExit(f"no notebooks found in {notebook_dir or NOTEBOOK_DIR}")
     state = _load_state(output_dir)
     if prepare:
-        seconds = prepare_data(profile, params)
-        if verbose and seconds:
-            print(f"cohort ready after {seconds:.1f} s")
+        seconds = prepare_data(profile, params, verbose=verbose)
+        if verbose and seconds >= 1:
+            print(f"inputs ready after {seconds:.1f} s")
     results: list[NotebookResult] = []
     for notebook in notebooks:
         key = fingerprint(notebook, params)
@@ -331,9 +456,11 @@ def run(profile: str, *, only: list[str] | None = None, parameters: dict[str, An
             results.append(result)
             continue
         if verbose:
-            print(f"running {notebook.name} ...", flush=True)
-        result = run_notebook(notebook, output_dir, params, timeout=timeout, progress=progress)
+            print(f"running {notebook.name} ({count_code_cells(notebook, params)} code cells) ...", flush=True)
+        result = run_notebook(notebook, output_dir, params, timeout=timeout, progress=progress, retries=retries)
         results.append(result)
+        if verbose:
+            print(f"  {notebook.stem}: {result.status} after {result.wall_s:.1f} s", flush=True)
         state[notebook.stem] = {"status": result.status, "wall_s": result.wall_s,
                                 "fingerprint": result.fingerprint, "executed": result.executed}
         _save_json(output_dir / STATE_FILE, state)
@@ -360,14 +487,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="output folder (default: runs/<profile>)")
     parser.add_argument("--resume", action="store_true", help="skip notebooks that already succeeded unchanged")
     parser.add_argument("--timeout", type=int, default=None,
-                        help="per-cell timeout in seconds (default: smoke 300, classroom 1200, paper none; 0 = none); "
-                             "a cell that times out is retried once with a fresh kernel")
+                        help="per-cell timeout in seconds (default: smoke and rehearsal 300, classroom 1200, paper none; "
+                             "0 = none); a cell that runs longer fails its notebook, naming the cell and the time")
+    parser.add_argument("--retries", type=int, default=0,
+                        help="rerun a notebook whose cell timed out this many times with a fresh kernel (default 0; "
+                             "cached artefacts make a rerun cheap); the wall time reported counts every attempt")
     parser.add_argument("--no-prepare", action="store_true", help="do not build a missing cohort before running")
     parser.add_argument("--notebooks", type=Path, default=None, help="notebook folder (default: notebooks/)")
     args = parser.parse_args(argv)
     results = run(args.profile, only=args.only, parameters=dict(args.parameters), output=args.output,
                   resume=args.resume, timeout=args.timeout, prepare=not args.no_prepare, notebook_dir=args.notebooks,
-                  progress=sys.stderr.isatty())
+                  progress=True, retries=args.retries)
     failed = [r.notebook for r in results if r.status == "failed"]
     if failed:
         print(f"\n{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)

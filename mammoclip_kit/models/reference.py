@@ -354,6 +354,9 @@ def load_reference_checkpoint(path: str | os.PathLike, text_encoder: str | os.Pa
         raise ValueError(f"{path}: EfficientNet-{arch.upper()} is not a released Mammo-CLIP encoder (B2 or B5)")
 
     clip_config = get_preset(f"paper-{arch}")
+    base = config.get("base") or {}
+    if base.get("image_size_h") and base.get("image_size_w"):  # the size it was trained at (1520 × 912 when released)
+        clip_config.image_size = (int(base["image_size_h"]), int(base["image_size_w"]))
     projection = state.get("image_projection.projection.weight")
     text_projection = state.get("text_projection.projection.weight")
     if projection is not None:
@@ -478,7 +481,7 @@ def _fake_list_config(values: list[Any], parent: Any, key: str) -> Any:
     return listconfig
 
 
-def _reference_config(arch: str, text_name: str) -> dict[str, Any]:
+def _reference_config(arch: str, text_name: str, image_size: tuple[int, int] = (1520, 912)) -> dict[str, Any]:
     """A config shaped like the released ones (docs/reference-notes.md §1.4), with the authors'-style absolute
     paths."""
     root = "/ocean/projects/example/user/Mammo-CLIP"
@@ -487,7 +490,8 @@ def _reference_config(arch: str, text_name: str) -> dict[str, Any]:
     return {
         "base": {"data_dir": f"{root}/data", "period": "n", "resume_training": False, "epoch_to_start": 0,
                  "checkpoint_to_start": "", "train_fast": False, "fold": 0, "seed": 10, "amp": True,
-                 "mean": 0.3089279, "std": 0.25053555408335154, "image_size_h": 1520, "image_size_w": 912,
+                 "mean": 0.3089279, "std": 0.25053555408335154,
+                 "image_size_h": int(image_size[0]), "image_size_w": int(image_size[1]),
                  "text_max_length": 256, "loss_best": "contrastive", "data_frac": 1.0,
                  "output": {"args_path": f"{root}/outputs/args", "checkpoint": f"{root}/outputs/checkpoints",
                             "tensorboard": f"{root}/outputs/tensorboard"}},
@@ -532,7 +536,7 @@ def write_reference_checkpoint(model: MammoClip, path: str | os.PathLike, arch: 
                                                 "params": list(range(len(params)))}]}
     scheduler = {"base_lrs": [5e-5], "last_epoch": 1000, "_step_count": 1001, "lr_lambdas": [None]}
     checkpoint = {"model": state, "optimizer": optimizer, "scheduler": scheduler,
-                  "config": _reference_config(arch, text_name),
+                  "config": _reference_config(arch, text_name, tuple(model.config.image_size)),
                   "epoch": epoch if epoch is not None else (7 if arch == "b5" else 10),
                   "train_loss": torch.tensor(math.pi / 2)}
     path = Path(path)
