@@ -51,7 +51,10 @@ class PretrainConfig:
     image_init: str | None = None                 # None = random weights; "shapes" = the formula-driven init
     #                                               (mammoclip_kit.train.shapes: an ImageNet stand-in, trained
     #                                               once into checkpoints/shapes_init); or a folder holding an
-    #                                               image_tower.safetensors
+    #                                               image_tower.safetensors; or a weights file (.pth, .bin,
+    #                                               .safetensors …): ImageNet EfficientNet weights in timm names
+    #                                               (tf_efficientnet_b5.ns_jft_in1k) or the authors' names
+    #                                               (efficientnet-b5-b6417697.pth), mapped by models.imagenet
     shapes: dict[str, Any] = field(default_factory=dict)  # ShapesConfig fields for image_init: shapes
     # objective and data
     loss: str = "mvs"                             # mvs | clip

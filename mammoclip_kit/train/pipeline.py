@@ -103,6 +103,11 @@ def build_pretrain_model(cfg: PretrainConfig, texts: list[str] | None = None) ->
     elif cfg.text_encoder:
         overrides["text_encoder"] = cfg.text_encoder
     model = create_model(cfg.model, texts=texts or None, seed=cfg.seed, **overrides)
+    if _is_weights_file(cfg.image_init):  # ImageNet weights from a local file (timm or the authors' names)
+        from mammoclip_kit.models.imagenet import load_image_init
+
+        print(load_image_init(model.image_encoder, cfg.image_init).summary())
+        return model
     if cfg.image_init:
         from mammoclip_kit.train.shapes import load_shapes_init
 
@@ -110,6 +115,24 @@ def build_pretrain_model(cfg: PretrainConfig, texts: list[str] | None = None) ->
             raise ValueError("image_init: 'shapes' must be resolved to a folder first (run_pretraining does it)")
         load_shapes_init(model.image_encoder, cfg.image_init)
     return model
+
+
+def _is_weights_file(spec: str | None) -> bool:
+    from mammoclip_kit.models.imagenet import is_weights_file
+
+    return spec is not None and is_weights_file(spec)
+
+
+def check_image_init(cfg: PretrainConfig) -> None:
+    """Fail before the first long phase when ``image_init`` names a weights file that is missing or does not fit the
+    model's image tower exactly (the tower is built and loaded once, without the text tower)."""
+    if not _is_weights_file(cfg.image_init):
+        return
+    from mammoclip_kit.models.factory import resolve_config
+    from mammoclip_kit.models.imagenet import load_image_init
+    from mammoclip_kit.models.towers import create_image_tower
+
+    load_image_init(create_image_tower(resolve_config(cfg.model, **cfg.model_overrides).image), cfg.image_init)
 
 
 def build_monitor(cfg: PretrainConfig, tables_dir: Path, root: Path, image_size: tuple[int, int]) -> Any:
@@ -194,6 +217,7 @@ def run_pretraining(cfg: PretrainConfig, tables_dir: Path, root: Path, out_dir: 
         folder = ensure_shapes_init(image_config, image_size, cfg.shapes, Path(out_dir).parent / "shapes_init",
                                     seed=cfg.seed, device=device, progress=progress)
         cfg = dataclasses.replace(cfg, image_init=str(folder))
+    check_image_init(cfg)
     train_data, val_data, texts = build_datasets(cfg, Path(tables_dir), Path(root), image_size)
     torch.manual_seed(cfg.seed)
     model = build_pretrain_model(cfg, texts)
