@@ -89,6 +89,8 @@ class PretrainConfig:
     seed: int = 0
     save_every_steps: int = 0                     # periodic training-state checkpoint (0 = end of epochs only)
     log_every_steps: int = 1
+    progress_every_steps: int = 10                # a progress line (step, loss, img/s, ETA) printed and appended to
+    #                                               train/progress.log every N optimizer steps (0 = never)
     tensorboard: bool = True
     monitor_every_epochs: int = 1                 # zero-shot / retrieval on held-out data (0 = only at the end)
     monitor_on_improve: bool = True               # also whenever the validation loss improves (the saved model)
@@ -115,8 +117,8 @@ class PretrainConfig:
             raise ValueError(f"{where}: sources must be a non-empty subset of [reports, vindr], got {self.sources}")
         if self.amp not in {"auto", "bf16", "fp16", "none"}:
             raise ValueError(f"{where}: amp must be auto, bf16, fp16 or none, got {self.amp!r}")
-        if self.batch_size < 2:
-            raise ValueError(f"{where}: batch_size must be >= 2 for a contrastive loss, got {self.batch_size}")
+        if self.batch_size < 1:  # batch 1 needs >= 2 ranks (train() checks batch_size × world size >= 2)
+            raise ValueError(f"{where}: batch_size must be >= 1, got {self.batch_size}")
         if self.shapes:
             from mammoclip_kit.train.shapes import ShapesConfig
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from test_pipeline import SMOKE, _tables
 
@@ -33,3 +37,70 @@ def test_bench_pretrain_prints_numbers(capsys: pytest.CaptureFixture) -> None:
     assert result["step_s"] > 0 and result["img_per_s"] == pytest.approx(4 / result["step_s"])
     assert result["peak_mem_gb"] > 0 and result["cpu_s_per_step"] > 0
     assert "img/s" in capsys.readouterr().out
+
+
+def test_help_documents_data_root_torchrun_and_resume(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("--data-root", "torchrun --standalone --nproc_per_node", "--nnodes", "--node_rank",
+                   "--rdzv_endpoint", "resume", "progress.log", "img/s", "image_init="):
+        assert needle in text, needle
+
+
+def test_tables_and_data_root_without_output_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "data"          # image paths in the tables are relative to this folder
+    _tables(data, n=12)
+    out = tmp_path / "elsewhere" / "ckpt"
+    args = ["--config", str(SMOKE), "--variant", "clip", "--tables", str(data / "tables"), "--data-root", str(data),
+            "--out", str(out), "image_size=[48,32]", "max_steps=4", "epochs=2", "progress_every_steps=2",
+            "tensorboard=false"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "step 2/4" in printed and "img/s" in printed and "ETA" in printed
+    lines = (out / "train" / "progress.log").read_text().splitlines()
+    assert [line.split(" (epoch")[0].split()[-1] for line in lines] == ["2/4", "4/4"]
+    assert all("img/s" in line and "ETA" in line for line in lines)
+    log = pd.read_csv(out / "train" / "log.csv")
+    assert {"img_per_s", "eta_s", "elapsed_s"} <= set(log.columns) and (log["img_per_s"] > 0).all()
+    assert log["eta_s"].iloc[-1] == 0
+
+
+def test_missing_data_names_the_options_not_an_env_variable(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--config", str(SMOKE)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--data-root" in err and "MAMMOCLIP_DATA" not in err
+    with pytest.raises(SystemExit):
+        main(["--config", str(SMOKE), "--tables", str(tmp_path), "--data-root", str(tmp_path / "nope"),
+              "--out", str(tmp_path / "o")])
+    assert "nope: --data-root is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--config", str(SMOKE), "--profile", "paper", "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "--data-root" in err and "MAMMOCLIP_DATA" not in err
+
+
+def test_batch_one_needs_two_processes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _tables(tmp_path, n=8)
+    with pytest.raises(SystemExit):
+        main(["--config", str(SMOKE), "--output-dir", str(tmp_path), "batch_size=1", "image_size=[48,32]"])
+    err = capsys.readouterr().err
+    assert "batch_size=1 on 1 process" in err and "no negative" in err and "torchrun" in err
+
+
+def test_torchrun_two_cpu_processes_with_batch_one(tmp_path: Path) -> None:
+    """``torchrun --standalone --nproc_per_node 2`` on CPU (gloo), batch 1 per process: the README's smoke command."""
+    _tables(tmp_path, n=8)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "mammoclip_kit.pretrain", "--config", str(SMOKE), "--output-dir", str(tmp_path), "--variant", "clip",
+               "image_size=[48,32]", "max_steps=2", "epochs=1", "batch_size=1", "tensorboard=false", "image_init=null"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "checkpoints" / "clip" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["batch_size"] == 1 and metrics["steps"] == 2
+    assert metrics["final_val_loss"] > 0   # validation gathers the single rows of both ranks too
+    assert (tmp_path / "checkpoints" / "clip" / "train" / "progress.log").read_text().count("img/s") == 1
