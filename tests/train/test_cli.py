@@ -104,3 +104,41 @@ def test_torchrun_two_cpu_processes_with_batch_one(tmp_path: Path) -> None:
     assert metrics["world_size"] == 2 and metrics["batch_size"] == 1 and metrics["steps"] == 2
     assert metrics["final_val_loss"] > 0   # validation gathers the single rows of both ranks too
     assert (tmp_path / "checkpoints" / "clip" / "train" / "progress.log").read_text().count("img/s") == 1
+
+
+def test_bert_base_stand_in_has_bio_clinical_bert_shape() -> None:
+    from mammoclip_kit.models.towers import TextTowerConfig, create_text_tower
+    from mammoclip_kit.train.bench import bert_base_text_config
+
+    text, corpus = bert_base_text_config()
+    tower, tokenizer = create_text_tower(TextTowerConfig(**text), texts=corpus)
+    config = tower.text_encoder.config
+    assert (config.vocab_size, config.max_position_embeddings, config.num_hidden_layers, config.hidden_size,
+            config.intermediate_size) == (28996, 512, 12, 768, 3072)
+    assert len(tokenizer) == 28996
+    n = sum(p.numel() for p in tower.parameters())
+    assert 108.2e6 < n < 108.4e6   # Bio_ClinicalBERT (bert-base-cased + pooler): 108.3 M
+
+
+def test_bench_pretrain_real_loader_end_to_end(capsys: pytest.CaptureFixture) -> None:
+    result = benchmark(["--preset", "smoke", "--batch", "2", "--steps", "2", "--warmup", "1", "--height", "48",
+                        "--width", "32", "--text-len", "16", "--threads", "1", "--data", "real", "--workers", "0"])
+    assert result["e2e_step_s"] > 0 and result["e2e_img_per_s"] == pytest.approx(4 / result["e2e_step_s"])
+    assert 0 < result["e2e_fraction"]
+    out = capsys.readouterr().out
+    assert "real loader (6 synthetic PNGs, 0 workers" in out and "% of the synthetic-input rate" in out
+
+
+def test_bench_data_prints_stages_and_per_worker_rate(capsys: pytest.CaptureFixture) -> None:
+    from mammoclip_kit.train.bench_data import benchmark as bench_data
+
+    result = bench_data(["--height", "96", "--width", "64", "--png-height", "192", "--png-width", "128",
+                         "--images", "2", "--workers", "0", "1", "--batch", "2", "--batches", "1"])
+    ms = result["ms"]
+    assert set(ms) >= {"decode", "resize", "augment (p as trained)", "  elastic alone", "normalise", "total"}
+    assert ms["resize"] > 0 and ms["total"] == pytest.approx(ms["decode"] + ms["resize"] + ms["normalise"]
+                                                             + ms["augment (p as trained)"])
+    assert result["img_per_s_per_worker"] == pytest.approx(1000 / ms["total"])
+    assert set(result["loader_img_per_s"]) == {0, 1} and min(result["loader_img_per_s"].values()) > 0
+    out = capsys.readouterr().out
+    assert "synthetic 8-bit PNGs of 192x128 → 96x64" in out and "per worker" in out and "1 worker(s)" in out
