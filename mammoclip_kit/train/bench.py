@@ -184,7 +184,7 @@ def real_batches(model: torch.nn.Module, tables: Path, root: Path, batch: int, s
 
     from mammoclip_kit.data.datasets import ImageTextDataset, PairCollate
     from mammoclip_kit.data.records import read_table
-    from mammoclip_kit.train.loop import _tokens
+    from mammoclip_kit.train.loop import _tokens, worker_init
 
     table = read_table(Path(tables) / "reports_pretrain.csv")
     dataset = ImageTextDataset(table, root, size, train=True, seed=seed, cache_images=False,
@@ -198,7 +198,8 @@ def real_batches(model: torch.nn.Module, tables: Path, root: Path, batch: int, s
         loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
                             collate_fn=PairCollate(), pin_memory=torch.cuda.is_available(),
                             persistent_workers=False, prefetch_factor=4 if workers else None,
-                            generator=torch.Generator().manual_seed(seed + epoch))
+                            generator=torch.Generator().manual_seed(seed + epoch),
+                            worker_init_fn=worker_init if workers else None)
         for item in loader:
             item.update(_tokens(item, model.tokenize, SimpleNamespace(two_views=two_views)))
             yield item
