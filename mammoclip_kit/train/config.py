@@ -64,7 +64,7 @@ class PretrainConfig:
     val_fold: int = 0                             # reports rows with this fold validate; VinDr uses split == test
     max_train_rows: int | None = None             # cap on breasts per source (smoke)
     augment: bool = True                          # the paper's image augmentation in training
-    cache_images: bool = True                     # keep decoded (resized) PNGs in memory
+    cache_images: bool = True                     # keep decoded (resized) PNGs in memory (num_workers: 0 only)
     # optimisation (docs/reference-notes.md §7.8)
     epochs: int = 10
     max_steps: int | None = None                  # cap on optimizer steps (also shortens the schedule)

@@ -47,3 +47,13 @@ def test_bad_image_init_file_fails_before_the_datasets(tmp_path: Path) -> None:
     with pytest.raises(WeightMappingError, match="other.pt"):
         run_pretraining(cfg, tmp_path / "tables", tmp_path, tmp_path / "ckpt", progress=False)
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_image_cache_only_without_loader_workers(tmp_path: Path) -> None:
+    from mammoclip_kit.train.pipeline import build_datasets
+
+    tables = _tables(tmp_path)
+    for workers, cached in ((0, True), (4, False)):
+        cfg = PretrainConfig(model="smoke", num_workers=workers, cache_images=True)
+        train, val, _ = build_datasets(cfg, tables, tmp_path, (48, 32))
+        assert train.cache_images is cached and val["reports"].cache_images is cached
