@@ -20,7 +20,9 @@ Pretrain Mammo-CLIP (or the CLIP / +VinDr variant) from built tables into a chec
 
 Data, two ways:
   --profile P [--data-root D]  a profile run: builds PNGs and tables from the data root D (vindr/, rsna/, reports/;
-                               required for the paper profile) under --output-dir, then trains.
+                               required for the paper profile) under --output-dir, then trains. Under torchrun the
+                               first process builds them while the others wait: build a full dataset's PNGs first
+                               in one process (e.g. mammoclip-run --profile paper --only 03), not inside torchrun.
   --tables T --data-root R     tables already built (reports_pretrain.csv, vindr_pretrain.csv, vindr_images.csv);
                                their image paths are relative to R. With a kit run folder, --output-dir alone is
                                enough (tables in <output-dir>/tables, image paths relative to <output-dir>).
@@ -127,11 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     if o["loss"] == cfg.loss and o["sources"] == cfg.sources), "custom")
     if args.profile:
         from mammoclip_kit.context import make_context
-        from mammoclip_kit.data.records import ensure_tables
 
         ctx = make_context(profile=args.profile, data_root=args.data_root, output_dir=args.output_dir,
                            device=args.device, seed=cfg.seed)
-        ensure_tables(ctx)
         root, tables, device = Path(ctx.output_dir), Path(ctx.tables_dir), ctx.device
         out = Path(args.out) if args.out else root / "checkpoints" / variant
     else:
@@ -139,6 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = env.pick_device(args.device)
     info = init_distributed(device)
     try:
+        if args.profile:  # under torchrun the first process builds PNGs and tables, the others wait for them
+            from mammoclip_kit.data.records import ensure_tables
+            from mammoclip_kit.train.distributed import barrier
+
+            if info.is_main:
+                ensure_tables(ctx)
+            barrier()
         env.seed_everything(cfg.seed)
         result = run_pretraining(cfg, tables, root, out, device=info.device, dist_info=info,
                                  resume=not args.no_resume, progress=info.is_main, stop_at_step=args.stop_at_step,

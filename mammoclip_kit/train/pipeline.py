@@ -43,8 +43,17 @@ def _read(path: Path) -> pd.DataFrame:
     from mammoclip_kit.data.records import read_table
 
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: table missing (build it with mammoclip_kit.data.records.ensure_tables)")
+        raise FileNotFoundError(f"{path}: table missing (built by a profile run from a data root — notebook 03, "
+                                "pretrain --profile P --data-root D — or mammoclip_kit.data.records.ensure_tables)")
     return read_table(path)
+
+
+def check_tables(cfg: PretrainConfig, tables_dir: Path) -> None:
+    """Fail before any long phase (shapes init, datasets) when a table the sources need is missing."""
+    for source in cfg.sources:
+        path = Path(tables_dir) / f"{source}_pretrain.csv"
+        if not path.is_file():
+            _read(path)
 
 
 def build_datasets(cfg: PretrainConfig, tables_dir: Path, root: Path,
@@ -202,6 +211,8 @@ def run_pretraining(cfg: PretrainConfig, tables_dir: Path, root: Path, out_dir: 
     from mammoclip_kit.train.loop import train
 
     started = time.perf_counter()
+    check_tables(cfg, Path(tables_dir))
+    check_image_init(cfg)
     env.seed_everything(cfg.seed)
     image_size = tuple(cfg.image_size) if cfg.image_size else None
     if image_size is None:
@@ -219,7 +230,6 @@ def run_pretraining(cfg: PretrainConfig, tables_dir: Path, root: Path, out_dir: 
         folder = ensure_shapes_init(image_config, image_size, cfg.shapes, Path(out_dir).parent / "shapes_init",
                                     seed=cfg.seed, device=device, progress=progress)
         cfg = dataclasses.replace(cfg, image_init=str(folder))
-    check_image_init(cfg)
     train_data, val_data, texts = build_datasets(cfg, Path(tables_dir), Path(root), image_size)
     torch.manual_seed(cfg.seed)
     model = build_pretrain_model(cfg, texts)

