@@ -174,11 +174,12 @@ def _measure(preset: str, args: argparse.Namespace, size: tuple[int, int], devic
     # 1. recommended settings: bf16 + gradient checkpointing + channels_last
     setup = build_step(model, device, amp=recommended, channels_last=True, grad_checkpointing=True)
     reset_peak_memory(device)
-    synthetic = time_steps(setup, synthetic_batches(model, batch, size, text_len, device), args.steps, args.warmup)
+    timed = time_steps(setup, {"synthetic": synthetic_batches(model, batch, size, text_len, device),
+                               "real": real_batches(model, png_tables, png_root, batch, size, args.workers)},
+                       args.steps, args.warmup)
+    synthetic, e2e = timed["synthetic"], timed["real"]
     row.update({"amp": recommended, "batch": batch, "step_s": synthetic["step_s"],
                 "img_per_s": batch * views / synthetic["step_s"], "peak_gb": peak_memory_gb(device)})
-    e2e = time_steps(setup, real_batches(model, png_tables, png_root, batch, size, args.workers), args.steps,
-                     args.warmup)
     row.update({"e2e_img_per_s": batch * views / e2e["step_s"], "e2e_fraction": synthetic["step_s"] / e2e["step_s"],
                 "workers": args.workers})
     total_gb = (torch.cuda.get_device_properties(device).total_memory / 1e9 if device.type == "cuda"
