@@ -22,7 +22,7 @@ Data, two ways:
   --profile P [--data-root D]  a profile run: builds PNGs and tables from the data root D (vindr/, rsna/, reports/;
                                required for the paper profile) under --output-dir, then trains. Under torchrun the
                                first process builds them while the others wait: build a full dataset's PNGs first
-                               in one process (e.g. mammoclip-run --profile paper --only 03), not inside torchrun.
+                               in one process (mammoclip-run --profile paper --only 03 -p data_root=D), not in torchrun.
   --tables T --data-root R     tables already built (reports_pretrain.csv, vindr_pretrain.csv, vindr_images.csv);
                                their image paths are relative to R. With a kit run folder, --output-dir alone is
                                enough (tables in <output-dir>/tables, image paths relative to <output-dir>).
