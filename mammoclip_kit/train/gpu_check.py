@@ -159,6 +159,7 @@ def _measure(preset: str, args: argparse.Namespace, size: tuple[int, int], devic
         build_model,
         build_step,
         peak_memory_gb,
+        peek_text_len,
         real_batches,
         reset_peak_memory,
         synthetic_batches,
@@ -168,15 +169,16 @@ def _measure(preset: str, args: argparse.Namespace, size: tuple[int, int], devic
     row: dict[str, Any] = {"preset": preset}
     model, text_desc = build_model(preset, args.text_encoder or "bert-base", size)
     row["text_tower"] = text_desc
-    text_len = min(args.text_len, int(model.config.text.max_length))
     views, batch = 2, args.batch
     recommended = "bf16" if device.type != "cuda" or torch.cuda.is_bf16_supported() else "fp16"
     # 1. recommended settings: bf16 + gradient checkpointing + channels_last
     setup = build_step(model, device, amp=recommended, channels_last=True, grad_checkpointing=True)
     reset_peak_memory(device)
-    timed = time_steps(setup, {"synthetic": synthetic_batches(model, batch, size, text_len, device),
-                               "real": real_batches(model, png_tables, png_root, batch, size, args.workers)},
-                       args.steps, args.warmup)
+    # the synthetic texts get the loader's token length (texts padded to the longest, as the trainer does)
+    text_len, real = peek_text_len(real_batches(model, png_tables, png_root, batch, size, args.workers))
+    row["text_len"] = text_len
+    timed = time_steps(setup, {"real": real, "synthetic": synthetic_batches(model, batch, size, text_len, device)},
+                       args.steps, args.warmup)  # real first: no batch is prepared while the other block runs
     synthetic, e2e = timed["synthetic"], timed["real"]
     row.update({"amp": recommended, "batch": batch, "step_s": synthetic["step_s"],
                 "img_per_s": batch * views / synthetic["step_s"], "peak_gb": peak_memory_gb(device)})
@@ -255,7 +257,6 @@ def benchmark(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--embed-batch", type=int, default=32)
     parser.add_argument("--text-encoder", default=None, help="local Bio_ClinicalBERT folder (default: same-shape "
                                                              "random stand-in)")
-    parser.add_argument("--text-len", type=int, default=256)
     parser.add_argument("--device", default=None)
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
     parser.add_argument("--tiny", action="store_true",
@@ -263,7 +264,7 @@ def benchmark(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.tiny:
         args.presets, args.height, args.width, args.batch, args.steps, args.warmup = ["smoke"], 64, 48, 2, 1, 0
-        args.workers, args.max_batch, args.search_s, args.embed_batch, args.text_len = 0, 4, 20.0, 2, 16
+        args.workers, args.max_batch, args.search_s, args.embed_batch = 0, 4, 20.0, 2
         args.text_encoder = args.text_encoder or "preset"
 
     from mammoclip_kit.env import pick_device, seed_everything
@@ -291,7 +292,8 @@ def benchmark(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(_format_table(rows, args.limits))
     print(f"settings: bf16 (fp16 where bf16 is unsupported) + gradient checkpointing + channels_last; 'fp16' columns: "
           f"fp16 AMP without checkpointing, same batch; mem ratio = peak GB ÷ fp16 peak GB; end to end = real "
-          f"loader, {args.workers} workers, synthetic PNGs; text tower {rows[0]['text_tower'] if rows else '-'}; "
+          f"loader, {args.workers} workers, synthetic PNGs, texts of {rows[0]['text_len'] if rows else '-'} tokens "
+          f"(the synthetic input too); text tower {rows[0]['text_tower'] if rows else '-'}; "
           f"total {time.perf_counter() - started:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": name, "rows": rows}, indent=2, default=str))
