@@ -37,10 +37,19 @@ BERT_BASE: dict[str, Any] = {"kind": "small-bert", "name_or_path": None, "vocab_
                              "layers": 12, "heads": 12, "intermediate": 3072, "max_length": 512, "add_pooler": True}
 
 
+_REPORT_WORDS = ("breast", "mass", "calcification", "scattered", "fibroglandular", "density", "no", "suspicious",
+                 "findings", "left", "right", "upper", "outer", "quadrant", "benign", "stable", "asymmetry", "the",
+                 "is", "there", "of", "with", "and", "in", "bi-rads", "2", "architectural", "distortion")
+
+
 def bert_base_text_config() -> tuple[dict[str, Any], list[str]]:
     """The text-tower override and a corpus whose WordPiece vocabulary has exactly 28,996 entries (the stand-in's
-    embedding matrix then has Bio_ClinicalBERT's 28,996 rows; the words are placeholders, the weights random)."""
-    corpus = [" ".join(f"w{i + j}" for j in range(100)) for i in range(0, 30000, 100)]
+    embedding matrix then has Bio_ClinicalBERT's 28,996 rows): the kit's breast-imaging corpus, so that report words
+    are whole tokens as in a clinical vocabulary, filled up with placeholder words; the weights are random."""
+    from mammoclip_kit.models.towers import DEFAULT_CORPUS
+
+    corpus = list(DEFAULT_CORPUS) + [" ".join(_REPORT_WORDS)] * 3
+    corpus += [" ".join(f"w{i + j}" for j in range(100)) for i in range(0, 30000, 100)]
     return dict(BERT_BASE), corpus
 
 
@@ -77,7 +86,9 @@ def build_model(preset: str, text_tower: str, image_size: tuple[int, int] | None
             text_tower = "bert-base"
     if text_tower == "bert-base":
         text, corpus = bert_base_text_config()
-        return create_model(preset, texts=corpus, text=text, **extra), "bert-base (random, Bio_ClinicalBERT shape)"
+        model = create_model(preset, texts=corpus, text=text, **extra)
+        model.config.text.max_length = 256  # 512 positions as Bio_ClinicalBERT, texts truncated as the paper's
+        return model, "bert-base (random, Bio_ClinicalBERT shape)"
     if text_tower == "minilm":
         return create_model(preset, text={"kind": "minilm", "name_or_path": None}, **extra), "minilm"
     return create_model(preset, text_encoder=text_tower, **extra), text_tower
@@ -145,11 +156,6 @@ def synthetic_batches(model: torch.nn.Module, batch: int, size: tuple[int, int],
                                    "attention_mask": torch.ones(batch, text_len, dtype=torch.long, device=device)}
     while True:
         yield data
-
-
-_REPORT_WORDS = ("breast", "mass", "calcification", "scattered", "fibroglandular", "density", "no", "suspicious",
-                 "findings", "left", "right", "upper", "outer", "quadrant", "benign", "stable", "asymmetry", "the",
-                 "is", "there", "of", "with", "and", "in", "bi-rads", "2", "architectural", "distortion")
 
 
 def write_synthetic_pngs(folder: Path, n: int, size: tuple[int, int], seed: int = 0, report_words: int = 60) -> Path:
