@@ -198,7 +198,7 @@ def real_batches(model: torch.nn.Module, tables: Path, root: Path, batch: int, s
 
     from mammoclip_kit.data.datasets import ImageTextDataset, PairCollate
     from mammoclip_kit.data.records import read_table
-    from mammoclip_kit.train.loop import _tokens, worker_init
+    from mammoclip_kit.train.loop import _tokens
 
     table = read_table(Path(tables) / "reports_pretrain.csv")
     dataset = ImageTextDataset(table, root, size, train=True, seed=seed, cache_images=False,
@@ -212,8 +212,7 @@ def real_batches(model: torch.nn.Module, tables: Path, root: Path, batch: int, s
         loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
                             collate_fn=PairCollate(), pin_memory=torch.cuda.is_available(),
                             persistent_workers=False, prefetch_factor=4 if workers else None,
-                            generator=torch.Generator().manual_seed(seed + epoch),
-                            worker_init_fn=worker_init if workers else None)
+                            generator=torch.Generator().manual_seed(seed + epoch))
         for item in loader:
             item.update(_tokens(item, model.tokenize, SimpleNamespace(two_views=two_views)))
             yield item
@@ -310,13 +309,15 @@ def benchmark(argv: Sequence[str] | None = None) -> dict[str, float]:
             n = max(2 * args.batch, args.batch * (args.steps + args.warmup))
             tables, root = write_synthetic_pngs(Path(tmp.name), n, (height, width)), Path(tmp.name)
             what = f"{n} synthetic PNGs"
-        text_len, real = peek_text_len(real_batches(model, tables, root, args.batch, (height, width), args.workers,
-                                                    args.loss))
+        loader = real_batches(model, tables, root, args.batch, (height, width), args.workers, args.loss)
+        text_len, real = peek_text_len(loader)
     # the real block first: its loader starts just before it, so no batch is prepared while another block runs
     sources = {"real": real} if real is not None else {}
     sources["synthetic"] = synthetic_batches(model, args.batch, (height, width), text_len, device)
     with tmp:
         timed = time_steps(setup, sources, args.steps, args.warmup)
+        if real is not None:
+            loader.close()  # stop the loader's workers before the folder goes
     synthetic = timed["synthetic"]
     result = {"step_s": synthetic["step_s"], "img_per_s": args.batch * views / synthetic["step_s"],
               "breasts_per_s": args.batch / synthetic["step_s"], "peak_mem_gb": peak_memory_gb(device),

@@ -77,13 +77,12 @@ def loader_rate(tables: Path, root: Path, size: tuple[int, int], workers: int, b
 
     from mammoclip_kit.data.datasets import ImageTextDataset, PairCollate
     from mammoclip_kit.data.records import read_table
-    from mammoclip_kit.train.loop import worker_init
 
     dataset = ImageTextDataset(read_table(tables / "reports_pretrain.csv"), root, size, train=True, seed=seed,
                                cache_images=False, table="reports_pretrain.csv")
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
                         collate_fn=PairCollate(), generator=torch.Generator().manual_seed(seed),
-                        prefetch_factor=2 if workers else None, worker_init_fn=worker_init if workers else None)
+                        prefetch_factor=2 if workers else None)
     images, start, seen = 0, None, 0
     while seen < batches + 1:
         for item in loader:

@@ -175,10 +175,12 @@ def _measure(preset: str, args: argparse.Namespace, size: tuple[int, int], devic
     setup = build_step(model, device, amp=recommended, channels_last=True, grad_checkpointing=True)
     reset_peak_memory(device)
     # the synthetic texts get the loader's token length (texts padded to the longest, as the trainer does)
-    text_len, real = peek_text_len(real_batches(model, png_tables, png_root, batch, size, args.workers))
+    loader = real_batches(model, png_tables, png_root, batch, size, args.workers)
+    text_len, real = peek_text_len(loader)
     row["text_len"] = text_len
     timed = time_steps(setup, {"real": real, "synthetic": synthetic_batches(model, batch, size, text_len, device)},
                        args.steps, args.warmup)  # real first: no batch is prepared while the other block runs
+    loader.close()  # stops the loader's workers before the memory search
     synthetic, e2e = timed["synthetic"], timed["real"]
     row.update({"amp": recommended, "batch": batch, "step_s": synthetic["step_s"],
                 "img_per_s": batch * views / synthetic["step_s"], "peak_gb": peak_memory_gb(device)})

@@ -311,22 +311,13 @@ def _tokens(batch: dict[str, Any], tokenize: Any, module: nn.Module) -> dict[str
     return out
 
 
-def worker_init(_worker_id: int) -> None:
-    """A loader worker is one core's worth of work: OpenCV (decode, warps, blur) on one thread, like torch in workers
-    (otherwise N workers × all-core OpenCV pools oversubscribe the CPU that feeds the GPU)."""
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def _loader(dataset: Dataset, sampler: Sampler | None, cfg: PretrainConfig, drop_last: bool,
             device: torch.device, epoch: int = 0) -> DataLoader:
     # The loader's own generator: creating an iterator must not consume the global torch RNG (exact resume).
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, shuffle=False, drop_last=drop_last,
                       num_workers=cfg.num_workers, collate_fn=PairCollate(), pin_memory=device.type == "cuda",
-                      persistent_workers=False, generator=generator,
-                      worker_init_fn=worker_init if cfg.num_workers else None)
+                      persistent_workers=False, generator=generator)
 
 
 def train(cfg: PretrainConfig, model: nn.Module, train_data: Dataset, val_data: dict[str, Dataset], out_dir: Path,

@@ -144,32 +144,6 @@ def test_text_lr_gives_the_text_tower_its_own_rate_and_zero_freezes_it(tmp_path:
     assert any(k.startswith("image_encoder.") for k in moved)
 
 
-class _ThreadsSeen(torch.utils.data.Dataset):
-    def __len__(self) -> int:
-        return 2
-
-    def __getitem__(self, index: int) -> dict:
-        import cv2
-
-        image = torch.full((3, 4, 4), float(cv2.getNumThreads()))
-        return {"image": image, "image2": image, "text": "t", "text2": "t", "files": [], "source": "s"}
-
-
-def test_loader_workers_run_opencv_on_one_thread() -> None:
-    import cv2
-
-    from mammoclip_kit.train.loop import _loader
-
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(2)   # the main process differs, so the workers' setting is what is measured
-    try:
-        loader = _loader(_ThreadsSeen(), None, _cfg(batch_size=2, num_workers=1), False, torch.device("cpu"))
-        batch = next(iter(loader))
-    finally:
-        cv2.setNumThreads(before)
-    assert batch["image"].flatten().unique().tolist() == [1.0]
-
-
 def test_channels_last_is_the_default_for_model_and_batches(tmp_path: Path) -> None:
     """Measured faster on CPU (docs/DESIGN.md, 'Pretraining at scale'); the paper presets also ask for it."""
     from mammoclip_kit.inference import embed_images, image_features
