@@ -6,13 +6,14 @@ STAMP  := $(VENV)/.installed-stamp
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 PROFILE ?= classroom
 
-.PHONY: setup test reproduce lab student nbval lint bench clean-runs help
+.PHONY: setup test reproduce lab student nbval lint bench gpu-check clean-runs help
 
 help:
 	@echo "make reproduce  set up, build the teaching cohort, run every notebook in the classroom profile"
 	@echo "make test       set up, run all tests (unit tests + every notebook in the smoke and the rehearsal profiles)"
 	@echo "make lab        JupyterLab on the notebooks"
 	@echo "make student    student copies (answers removed) in student/"
+	@echo "make gpu-check  on a GPU machine: paper-b5/b2 pretraining and embedding throughput, memory, batch that fits"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +39,11 @@ student: setup
 # The conventional nbval route (the same notebooks, profile from the environment); `make test` uses the runner.
 nbval: setup
 	MAMMOCLIP_PROFILE=smoke $(OFFLINE) $(BIN)/python -m pytest --nbval-lax notebooks/ -p no:cacheprovider
+
+# One prepared GPU run (<= 8 min): img/s end to end and synthetic, step time, peak memory, batch that fits in 40 / 80 GB,
+# embedding img/s. GPU_CHECK_ARGS="--tiny" checks the code path on a CPU; "--text-encoder DIR" uses the real BERT.
+gpu-check: setup
+	$(OFFLINE) $(BIN)/python -m mammoclip_kit.bench gpu-check $(GPU_CHECK_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

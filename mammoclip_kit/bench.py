@@ -1,4 +1,4 @@
-"""Benchmarks that print numbers: ``python -m mammoclip_kit.bench {cohort,preprocess,pretrain,embed} [args]``.
+"""Benchmarks that print numbers: ``python -m mammoclip_kit.bench {cohort,preprocess,data,pretrain,embed,gpu-check} [args]``.
 
 Each subcommand lives next to the code it measures (a ``benchmark(argv)`` function in the owning module); this module
 only dispatches, so that ``--help`` of a subcommand shows its own arguments.
@@ -12,8 +12,11 @@ import sys
 SUBCOMMANDS = {
     "cohort": ("mammoclip_kit.cohort.generate", "images/s of the synthetic cohort generator"),
     "preprocess": ("mammoclip_kit.data.preprocess", "images/s per core of DICOM → PNG, paper and voi modes"),
-    "pretrain": ("mammoclip_kit.train.bench", "img/s, step time and peak memory of a pretraining step"),
+    "data": ("mammoclip_kit.train.bench_data", "ms per stage and img/s per worker of the training loader"),
+    "pretrain": ("mammoclip_kit.train.bench", "img/s, step time and peak memory of a pretraining step "
+                 "(--data real: end to end)"),
     "embed": ("mammoclip_kit.inference", "embedding throughput (img/s) of an image tower"),
+    "gpu-check": ("mammoclip_kit.train.gpu_check", "the GPU-readiness table (paper-b5/b2, bf16, batch that fits)"),
 }
 
 

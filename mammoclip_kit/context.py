@@ -286,7 +286,8 @@ def make_context(notebook: str | None = None, **params: Any) -> RunContext:
     else:
         if profile in PAPER_PROFILES:
             raise ValueError(f"the {profile} profile runs on real data: pass data_root (a folder holding vindr/, rsna/ "
-                             "and/or reports/; runner: -p data_root=FOLDER); see README 'Real data'")
+                             "and/or reports/; runner: -p data_root=FOLDER; --data-root on the command line); see "
+                             "README 'Real data'")
         preset = (settings.get("cohort") or {}).get("preset", profile)
         data_root, is_cohort = env.default_data_root() / "cohort" / preset, True
     output_dir = Path(resolved["output_dir"]).expanduser() if resolved["output_dir"] else env.default_runs_root() / profile

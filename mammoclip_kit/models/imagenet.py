@@ -33,7 +33,9 @@ from torch import nn
 __all__ = ["LiteVariant", "LITE_VARIANTS", "IMAGENET_MEAN", "IMAGENET_STD", "WeightMappingError", "find_weights",
            "check_hash",
            "build_key_mapping", "map_state_dict", "load_imagenet_weights", "create_imagenet_model",
-           "fold_input_normalisation", "load_imagenet_tower"]
+           "fold_input_normalisation", "load_imagenet_tower",
+           "WEIGHT_SUFFIXES", "is_weights_file", "detect_naming", "efficientnet_key_mapping", "map_efficientnet_state",
+           "load_efficientnet_weights", "load_image_init", "InitReport"]
 
 #: Input normalisation of the TF EfficientNet-Lite weights (timm's ``tf_efficientnet_lite*`` configs): x -> (x - 0.5) / 0.5.
 IMAGENET_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -253,3 +255,165 @@ def load_imagenet_tower(tower: nn.Module, path: str | os.PathLike | None = None,
     load_imagenet_weights(tower, path, variant=variant)
     return fold_input_normalisation(tower, PAPER_MEAN if input_mean is None else input_mean,
                                     PAPER_STD if input_std is None else input_std)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# ImageNet weights for the paper towers (EfficientNet-B0…B7, kit names) from a local file
+# ----------------------------------------------------------------------------------------------------------------------
+#: Weight-file suffixes that ``image_init`` treats as a file to load (anything else is a keyword or a folder).
+WEIGHT_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".tar")
+#: Prefixes stripped from every source key before mapping (DataParallel / a wrapping model / a kit image tower).
+_SOURCE_PREFIXES: tuple[str, ...] = ("module.", "model.", "image_encoder.")
+#: timm's module names of an MBConv block -> the kit's (= the authors' / efficientnet_pytorch names); the inverse of the
+#: Lite0 tables above plus the squeeze-excitation convolutions that Lite has not.
+_SE = {"se.conv_reduce": "_se_reduce", "se.conv_expand": "_se_expand"}
+_TIMM_DS_BLOCK = {**{v: k for k, v in _DS_BLOCK.items()}, **_SE}
+_TIMM_IR_BLOCK = {**{v: k for k, v in _IR_BLOCK.items()}, **_SE}
+_TIMM_STEM_HEAD = {v: k for k, v in _STEM_HEAD.items() if k != "_fc"}
+#: ImageNet classifier names of each convention: never part of the kit tower, dropped (and reported) when present.
+_CLASSIFIERS = {"timm": "classifier.", "efficientnet_pytorch": "_fc."}
+
+
+def is_weights_file(spec: object) -> bool:
+    """Whether an ``image_init`` value names a weights *file* (by its suffix), as opposed to a keyword or a folder."""
+    return isinstance(spec, (str, os.PathLike)) and Path(spec).suffix.lower() in WEIGHT_SUFFIXES
+
+
+def detect_naming(keys: list[str] | set[str]) -> str:
+    """``"timm"`` (``conv_stem``, ``blocks.S.I.conv_dw`` …) or ``"efficientnet_pytorch"`` (the authors' and the kit's
+    ``_conv_stem``, ``_blocks.N._depthwise_conv`` …) from the (prefix-stripped) keys of a state dict."""
+    if "_conv_stem.weight" in keys:
+        return "efficientnet_pytorch"
+    if "conv_stem.weight" in keys:
+        return "timm"
+    sample = sorted(keys)[:5]
+    raise WeightMappingError(f"not an EfficientNet state dict: neither _conv_stem.weight (authors' / "
+                             f"efficientnet_pytorch names) nor conv_stem.weight (timm names) among its keys, e.g. {sample}")
+
+
+def efficientnet_key_mapping(tower: nn.Module, naming: str) -> dict[str, str]:
+    """The complete source-name -> kit-name table for the kit EfficientNet ``tower`` (one entry per state entry).
+
+    ``naming="efficientnet_pytorch"``: the kit uses the authors' names, so the table is the identity. ``"timm"``: block
+    ``_blocks.N`` (N counted over all stages) is timm's ``blocks.{stage}.{index in stage}``; first-stage blocks with
+    expansion 1 are timm ``DepthwiseSeparableConv`` (``conv_dw, bn1, se, conv_pw, bn2``), the others
+    ``InvertedResidual`` (``conv_pw, bn1, conv_dw, bn2, se, conv_pwl, bn3``). Built from the tower's own block list, so
+    it fits every variant (B0–B7 and the small ones).
+    """
+    if naming not in _CLASSIFIERS:
+        raise ValueError(f"naming must be 'timm' or 'efficientnet_pytorch', got {naming!r}")
+    specs = getattr(tower, "block_specs", None)
+    if specs is None:
+        raise TypeError(f"{type(tower).__name__}: expected the kit EfficientNet (mammoclip_kit.models.efficientnet)")
+    target = list(tower.state_dict())
+    if naming == "efficientnet_pytorch":
+        return {k: k for k in target}
+    to_timm: dict[str, str] = {}  # kit module prefix -> timm module prefix
+    for kit, timm_name in _TIMM_STEM_HEAD.items():
+        to_timm[timm_name] = kit
+    within: dict[int, int] = {}
+    for spec in specs:
+        index = within.get(spec.stage, 0)
+        within[spec.stage] = index + 1
+        renames = _TIMM_DS_BLOCK if spec.expand_ratio == 1 else _TIMM_IR_BLOCK
+        for timm_module, kit_module in renames.items():
+            to_timm[f"_blocks.{spec.index}.{kit_module}"] = f"blocks.{spec.stage}.{index}.{timm_module}"
+    mapping: dict[str, str] = {}
+    for key in target:
+        module, param = key.rsplit(".", 1)
+        if module not in to_timm:
+            raise WeightMappingError(f"kit tower entry {key} has no timm counterpart in the mapping table")
+        mapping[f"{to_timm[module]}.{param}"] = key
+    return mapping
+
+
+@dataclass
+class InitReport:
+    """What :func:`load_efficientnet_weights` loaded: file, naming, tensors loaded, classifier tensors dropped."""
+
+    path: str
+    naming: str
+    loaded: int
+    dropped: list[str]
+
+    def summary(self) -> str:
+        return (f"image_init {Path(self.path).name}: {self.loaded} tensors ({self.naming} names) loaded into the "
+                f"kit EfficientNet, 100 % of its state" + (f"; ImageNet classifier dropped ({', '.join(self.dropped)})"
+                                                          if self.dropped else ""))
+
+
+def map_efficientnet_state(source: dict[str, torch.Tensor], tower: nn.Module, naming: str | None = None,
+                           label: str = "weights") -> tuple[dict[str, torch.Tensor], InitReport]:
+    """Rename ``source`` (timm or authors' names, auto-detected unless ``naming`` is given) to ``tower``'s keys.
+
+    Strict both ways: every tower entry must be filled with a tensor of its shape and every source tensor used, except
+    the ImageNet classifier (``classifier.*`` / ``_fc.*``), which is dropped. Otherwise :class:`WeightMappingError`
+    lists the leftovers (e.g. a B2 file given to a B5 tower shows up as shape mismatches and missing blocks).
+    """
+    stripped: dict[str, torch.Tensor] = {}
+    for key, value in source.items():
+        for prefix in _SOURCE_PREFIXES:
+            key = key.removeprefix(prefix)
+        stripped[key] = value
+    naming = naming or detect_naming(set(stripped))
+    mapping = efficientnet_key_mapping(tower, naming)
+    classifier = _CLASSIFIERS[naming]
+    dropped = sorted(k for k in stripped if k.startswith(classifier))
+    target = tower.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    unused, bad_shape, mismatched = [], [], set()
+    for key, value in stripped.items():
+        if key in dropped:
+            continue
+        if key not in mapping:
+            unused.append(key)
+            continue
+        dst = mapping[key]
+        if tuple(value.shape) != tuple(target[dst].shape):
+            bad_shape.append(f"{key} {tuple(value.shape)} -> {dst} {tuple(target[dst].shape)}")
+            mismatched.add(dst)
+            continue
+        out[dst] = value
+    unfilled = sorted(k for k in target if k not in out and k not in mismatched)
+    if unused or unfilled or bad_shape:
+        lines = [f"{name} ({len(items)}): {items[:8]}{' …' if len(items) > 8 else ''}"
+                 for name, items in (("source keys not used", sorted(unused)), ("tower keys not filled", unfilled),
+                                     ("shape mismatches", bad_shape)) if items]
+        raise WeightMappingError(f"{label}: {naming} names do not correspond one to one to the kit EfficientNet "
+                                 f"({len(target)} entries, {len(tower.block_specs)} blocks) — a different variant?\n"
+                                 + "\n".join(lines))
+    return out, InitReport(path=label, naming=naming, loaded=len(out), dropped=dropped)
+
+
+def load_efficientnet_weights(tower: nn.Module, path: str | os.PathLike, naming: str | None = None) -> InitReport:
+    """Load a local ImageNet weights file into the kit EfficientNet ``tower``, in place; return an :class:`InitReport`.
+
+    The file: a ``.safetensors`` or torch state dict (``state_dict`` / ``model`` wrappers unwrapped, read with
+    ``weights_only=True``) in timm names — e.g. ``tf_efficientnet_b5.ns_jft_in1k`` as saved by timm — or in the
+    authors' / ``efficientnet_pytorch`` names (``efficientnet-b5-b6417697.pth``). Same variant as the tower (B5 file,
+    B5 tower). The tower's padding stays as built (the paper's static padding): the weights are what is loaded.
+    """
+    from mammoclip_kit.models.towers import load_state_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image_init {path}: weights file not found")
+    source = load_state_file(path)
+    state, report = map_efficientnet_state(source, tower, naming, label=str(path))
+    tower.load_state_dict(state, strict=True)
+    return report
+
+
+def load_image_init(tower: nn.Module, spec: str | os.PathLike) -> InitReport:
+    """``image_init: <file>`` of a pretraining config: ImageNet (or any EfficientNet) weights from a local file.
+
+    ``tower`` is the kit EfficientNet image tower (``model.image_encoder``); see :func:`load_efficientnet_weights`.
+    Raises ``ValueError`` when ``spec`` is not a weights file (:data:`WEIGHT_SUFFIXES`), ``FileNotFoundError`` when
+    the file is missing, :class:`WeightMappingError` when it does not fit the tower exactly.
+    """
+    if not is_weights_file(spec):
+        raise ValueError(f"image_init {spec!r}: expected a weights file ending in one of {', '.join(WEIGHT_SUFFIXES)}")
+    if not hasattr(tower, "block_specs"):
+        raise TypeError(f"image_init {spec}: a weights file needs the kit EfficientNet tower (paper-b2, paper-b5, "
+                        f"kind: efficientnet), not {type(tower).__name__}")
+    return load_efficientnet_weights(tower, spec)

@@ -5,7 +5,8 @@
 * ``out_dir/model.safetensors`` + ``config.json`` — the best-by-validation-loss model (kit format, what
   :func:`mammoclip_kit.train.ensure_pretrained` returns and later notebooks load);
 * ``out_dir/train/last.pt`` — the full training state (periodic and at each epoch end, written atomically);
-* ``out_dir/train/log.csv`` (per optimizer step), ``val.csv`` (per epoch), ``tb/`` (TensorBoard);
+* ``out_dir/train/log.csv`` (per optimizer step, with img/s and ETA), ``val.csv`` (per epoch), ``tb/`` (TensorBoard),
+  ``progress.log`` (a line every ``progress_every_steps`` steps: loss, img/s, elapsed, ETA);
 * ``out_dir/metrics.json`` — wall time, final train / validation loss, held-out zero-shot AUC and retrieval.
 
 Resume is exact on CPU: the data order comes from ``DistributedSampler`` (seed, epoch), each sample's random choices
@@ -40,7 +41,8 @@ from mammoclip_kit.train.config import PretrainConfig
 from mammoclip_kit.train.distributed import DistInfo, all_reduce_mean, barrier
 from mammoclip_kit.train.schedule import create_scheduler
 
-__all__ = ["ContrastiveModule", "TrainResult", "train", "build_optimizer", "autocast_context", "SkipSampler"]
+__all__ = ["ContrastiveModule", "TrainResult", "train", "build_optimizer", "autocast_context", "SkipSampler",
+           "ProgressMeter", "check_contrastive_batch"]
 
 LOSS_TERMS = ("loss", "i2t", "t2i", "i2i", "t2t")
 
@@ -125,6 +127,64 @@ def amp_dtype(cfg_amp: str, device: torch.device) -> torch.dtype | None:
 
 def autocast_context(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def check_contrastive_batch(cfg: PretrainConfig, world_size: int) -> None:
+    """Refuse a contrastive batch of one breast: with a single row every term of the CLIP and MVS losses is a 1 × 1
+    softmax (the two views and two texts of the breast are each other's positives, never negatives), so the loss is
+    exactly 0 and no gradient flows. ``batch_size: 1`` is fine with 2+ ranks: each rank's row is contrasted with the
+    rows gathered from all ranks (``batch_size × world size`` columns)."""
+    if cfg.batch_size * world_size < 2:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} on {world_size} process: a contrastive batch of one breast has no negative "
+            "(every CLIP / MVS term is a 1 × 1 softmax: loss 0, no gradient; gradient accumulation does not add "
+            "negatives). Use batch_size >= 2 (grad_checkpointing: true and amp: bf16 make room on one GPU), or keep "
+            "batch_size=1 and run 2+ processes with torchrun (the rows of all ranks are gathered as negatives)")
+
+
+class ProgressMeter:
+    """Every ``every`` optimizer steps one line ``step s/N (epoch e) loss … | img/s | elapsed | ETA``, appended to
+    ``path`` (``train/progress.log``) and, with ``console``, printed. img/s and ETA are measured over the steps since
+    the previous line (since the start before the first). :meth:`update` returns ``{"img_per_s", "elapsed_s",
+    "eta_s"}`` for the step log."""
+
+    def __init__(self, path: Path, total_steps: int, images_per_step: int, start_step: int, every: int = 10,
+                 enabled: bool = True, console: bool = True) -> None:
+        self.path, self.total, self.images_per_step = path, total_steps, images_per_step
+        self.every, self.enabled, self.console = every, enabled, console
+        self.started = self.last_time = time.perf_counter()
+        self.start_step = self.last_step = start_step
+        self.rate, self.windowed = float("nan"), False  # steps per second
+        if enabled and every > 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def update(self, step: int, epoch: float, n_epochs: int, loss: float, lr: float,
+               write: Any = print) -> dict[str, float]:
+        """Record that optimizer step ``step`` finished; write the line when it is due."""
+        now = time.perf_counter()
+        if not self.windowed and step > self.start_step:
+            self.rate = (step - self.start_step) / max(now - self.started, 1e-9)
+        due = self.every > 0 and (step % self.every == 0 or step == self.total)
+        if due and step > self.last_step:
+            self.rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+            self.last_step, self.last_time, self.windowed = step, now, True
+        eta = (self.total - step) / self.rate if self.rate > 0 else float("nan")
+        out = {"img_per_s": self.rate * self.images_per_step, "elapsed_s": now - self.started, "eta_s": eta}
+        if self.enabled and due:
+            line = (f"step {step}/{self.total} (epoch {epoch:.2f}/{n_epochs}) loss {loss:.4f} lr {lr:.3g} | "
+                    f"{out['img_per_s']:.2f} img/s | elapsed {_hms(out['elapsed_s'])} | ETA {_hms(eta)}")
+            if self.console:
+                write(line)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        return out
+
+
+def _hms(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
@@ -216,14 +276,18 @@ class TrainResult:
 @torch.no_grad()
 def validate(module: nn.Module, loss_fn: nn.Module, loaders: dict[str, DataLoader], tokenize: Any,
              device: torch.device, dtype: torch.dtype | None, channels_last: bool) -> dict[str, float]:
-    """Mean validation loss per source (batches of one sample are skipped) and their average ``val_loss``."""
+    """Mean validation loss per source and their average ``val_loss``. A batch needs 2+ rows over all ranks (one
+    row has no negative; the same batch size on every rank, as ``DistributedSampler`` pads, so all ranks agree)."""
+    from mammoclip_kit.losses import distributed_info
+
+    world = distributed_info()[1]
     out: dict[str, float] = {}
     with eval_mode(module):
         for name, loader in loaders.items():
             total, count = 0.0, 0
             for batch in loader:
                 n = batch["image"].shape[0]
-                if n < 2:
+                if n * world < 2:
                     continue
                 batch.update(_tokens(batch, tokenize, module))
                 inputs = _to_device(batch, device, channels_last)
@@ -294,6 +358,7 @@ def train(cfg: PretrainConfig, model: nn.Module, train_data: Dataset, val_data: 
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
+    check_contrastive_batch(cfg, dist_info.world_size)
     sampler = DistributedSampler(train_data, num_replicas=dist_info.world_size, rank=dist_info.rank, shuffle=True,
                                  seed=cfg.seed, drop_last=True)
     batches_per_epoch = len(sampler) // cfg.batch_size
@@ -340,6 +405,9 @@ def train(cfg: PretrainConfig, model: nn.Module, train_data: Dataset, val_data: 
                    for name, ds in val_data.items()}
     elapsed_before = float(history.get("wall_time_s", 0.0))
     started = time.perf_counter()
+    images_per_step = cfg.batch_size * cfg.accum_steps * dist_info.world_size * (2 if cfg.loss == "mvs" else 1)
+    meter = ProgressMeter(out_dir / "train" / "progress.log", total_steps, images_per_step, step,
+                          every=cfg.progress_every_steps, enabled=main, console=progress)
     losses: list[float] = []
     interrupted = False
     max_scale = math.log(cfg.max_logit_scale) if cfg.max_logit_scale else None
@@ -403,10 +471,13 @@ def train(cfg: PretrainConfig, model: nn.Module, train_data: Dataset, val_data: 
                     model.logit_scale.clamp_(max=max_scale)
             step += 1
             losses.append(running["loss"])
+            speed = meter.update(step, epoch + batch_index / last_batch, n_epochs, running["loss"], lr,
+                                 write=bar.write if bar is not None else print)
             if main and (step % max(1, cfg.log_every_steps) == 0 or step == total_steps):
                 row = {"step": step, "epoch": epoch + batch_index / last_batch, "lr": lr,
                        "logit_scale": float(model.logit_scale.detach().exp())}
                 row.update({k: running.get(k, float("nan")) for k in LOSS_TERMS if k in running})
+                row.update(speed)
                 logs.write("train", row)
             if bar is not None:
                 bar.set_postfix(loss=f"{running['loss']:.3f}")

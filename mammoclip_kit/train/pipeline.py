@@ -42,8 +42,17 @@ def _read(path: Path) -> pd.DataFrame:
     from mammoclip_kit.data.records import read_table
 
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: table missing (build it with mammoclip_kit.data.records.ensure_tables)")
+        raise FileNotFoundError(f"{path}: table missing (built by a profile run from a data root — notebook 03, "
+                                "pretrain --profile P --data-root D — or mammoclip_kit.data.records.ensure_tables)")
     return read_table(path)
+
+
+def check_tables(cfg: PretrainConfig, tables_dir: Path) -> None:
+    """Fail before any long phase (datasets, trunk cache) when a table the sources need is missing."""
+    for source in cfg.sources:
+        path = Path(tables_dir) / f"{source}_pretrain.csv"
+        if not path.is_file():
+            _read(path)
 
 
 def build_datasets(cfg: PretrainConfig, tables_dir: Path, root: Path,
@@ -54,7 +63,9 @@ def build_datasets(cfg: PretrainConfig, tables_dir: Path, root: Path,
     "training"`` trains, ``"test"`` validates (docs/reference-notes.md §7.2).
     """
     train_parts, val_parts, texts = [], {}, []
-    common = {"image_size": image_size, "seed": cfg.seed, "cache_images": cfg.cache_images}
+    # Loader workers are started anew each epoch, so a cache in them would only grow (every image of the epoch, per
+    # worker: ~1.4 MB per 1520 × 912 image) and be thrown away: the cache is for in-process loading only.
+    common = {"image_size": image_size, "seed": cfg.seed, "cache_images": cfg.cache_images and cfg.num_workers == 0}
     if "reports" in cfg.sources:
         path = tables_dir / "reports_pretrain.csv"
         table = _read(path)
@@ -114,7 +125,11 @@ def build_pretrain_model(cfg: PretrainConfig, texts: list[str] | None = None) ->
     elif cfg.text_encoder:
         overrides["text_encoder"] = cfg.text_encoder
     model = create_model(cfg.model, texts=texts or None, seed=cfg.seed, **overrides)
-    if cfg.image_init == "imagenet":
+    if _is_weights_file(cfg.image_init):  # ImageNet weights from a local file (timm or the authors' names)
+        from mammoclip_kit.models.imagenet import load_image_init
+
+        print(load_image_init(model.image_encoder, cfg.image_init).summary())
+    elif cfg.image_init == "imagenet":
         from mammoclip_kit.models.imagenet import load_imagenet_tower
 
         load_imagenet_tower(model.image_encoder)
@@ -125,6 +140,24 @@ def build_pretrain_model(cfg: PretrainConfig, texts: list[str] | None = None) ->
             raise ValueError(f"freeze_blocks: the {cfg.model} image tower cannot freeze stages (a timm tower can)")
         model.image_encoder.freeze_trunk(cfg.freeze_blocks)
     return model
+
+
+def _is_weights_file(spec: str | None) -> bool:
+    from mammoclip_kit.models.imagenet import is_weights_file
+
+    return spec is not None and is_weights_file(spec)
+
+
+def check_image_init(cfg: PretrainConfig) -> None:
+    """Fail before the first long phase when ``image_init`` names a weights file that is missing or does not fit the
+    model's image tower exactly (the tower is built and loaded once, without the text tower)."""
+    if not _is_weights_file(cfg.image_init):
+        return
+    from mammoclip_kit.models.factory import resolve_config
+    from mammoclip_kit.models.imagenet import load_image_init
+    from mammoclip_kit.models.towers import create_image_tower
+
+    load_image_init(create_image_tower(resolve_config(cfg.model, **cfg.model_overrides).image), cfg.image_init)
 
 
 def build_monitor(cfg: PretrainConfig, tables_dir: Path, root: Path, image_size: tuple[int, int]) -> Any:
@@ -192,6 +225,8 @@ def run_pretraining(cfg: PretrainConfig, tables_dir: Path, root: Path, out_dir: 
     from mammoclip_kit.train.loop import train
 
     started = time.perf_counter()
+    check_tables(cfg, Path(tables_dir))
+    check_image_init(cfg)
     env.seed_everything(cfg.seed)
     image_size = tuple(cfg.image_size) if cfg.image_size else None
     if image_size is None:

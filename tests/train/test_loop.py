@@ -142,3 +142,27 @@ def test_text_lr_gives_the_text_tower_its_own_rate_and_zero_freezes_it(tmp_path:
     assert moved and not any(k.startswith("text_encoder.") for k in moved)
     assert {"text_projection.weight", "image_projection.weight"} <= moved
     assert any(k.startswith("image_encoder.") for k in moved)
+
+
+def test_channels_last_is_the_default_for_model_and_batches(tmp_path: Path) -> None:
+    """Measured faster on CPU (docs/DESIGN.md, 'Pretraining at scale'); the paper presets also ask for it."""
+    from mammoclip_kit.inference import embed_images, image_features
+
+    assert PretrainConfig().channels_last is True
+    seen = []
+
+    class Spy(TinyClip):
+        def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.is_contiguous(memory_format=torch.channels_last))
+            return super().encode_image(x)
+
+    rows = make_pairs(tmp_path)
+    model = Spy()
+    train(_cfg(epochs=1, max_steps=1, monitor_every_epochs=0), model, *_data(tmp_path, rows), tmp_path / "cl",
+          progress=False)
+    assert seen and all(seen)
+    assert model.image_encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
+    import inspect
+
+    for fn in (image_features, embed_images):
+        assert inspect.signature(fn).parameters["channels_last"].default is True
