@@ -57,7 +57,7 @@ from mammoclip_kit.eval._detection_model import (
     encoder_taps,
     trainable_parameters,
 )
-from mammoclip_kit.eval.metrics import APResult, average_precision_at_iou, voc_ap
+from mammoclip_kit.eval.metrics import APResult, average_precision_at_iou, percentile_interval, voc_ap
 from mammoclip_kit.eval.tasks import split_train_val
 from mammoclip_kit.inference import eval_mode, resolve_image_size
 
@@ -401,11 +401,11 @@ class MapBootstrap:
 
     def interval(self, name: str) -> tuple[float, float, float]:
         """(mean over seeds, 2.5th, 97.5th percentile) of ``name``'s mAP."""
-        return (self.point[name], *_percentile_pair(self.replicates[name]))
+        return (self.point[name], *percentile_interval(self.replicates[name]))
 
     def difference(self, a: str, b: str) -> tuple[float, float, float]:
         """Paired ``mAP(a) − mAP(b)`` with its 95 % interval."""
-        return (self.point[a] - self.point[b], *_percentile_pair(self.replicates[a] - self.replicates[b]))
+        return (self.point[a] - self.point[b], *percentile_interval(self.replicates[a] - self.replicates[b]))
 
     def table(self) -> pd.DataFrame:
         """One row per detector: mean mAP@0.5 over seeds, its patient-bootstrap CI, the seeds' SD and values."""
@@ -417,14 +417,6 @@ class MapBootstrap:
                          "seed_sd": float(np.std(seeds, ddof=1)) if len(seeds) > 1 else float("nan"),
                          "seeds": len(seeds), "per_seed": [round(v, 4) for v in seeds]})
         return pd.DataFrame(rows)
-
-
-def _percentile_pair(values: np.ndarray) -> tuple[float, float]:
-    finite = values[np.isfinite(values)]
-    if not len(finite):
-        return float("nan"), float("nan")
-    low, high = np.percentile(finite, [2.5, 97.5])
-    return float(low), float(high)
 
 
 def map_bootstrap(results: dict[str, Sequence[DetectionEval]], patient_of: dict[str, str], *, n_boot: int = 1000,

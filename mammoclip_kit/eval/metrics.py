@@ -30,6 +30,7 @@ __all__ = [
     "ConfidenceInterval",
     "average_precision_at_iou",
     "bootstrap_ci",
+    "percentile_interval",
     "box_iou",
     "breast_level_auc",
     "breast_level_scores",
@@ -189,6 +190,16 @@ class ConfidenceInterval:
 
     def __str__(self) -> str:
         return f"{self.point:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def percentile_interval(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+    """The (alpha/2, 1 − alpha/2) percentiles of the finite bootstrap replicates in ``values`` (NaNs if none)."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if not len(finite):
+        return float("nan"), float("nan")
+    low, high = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(low), float(high)
 
 
 def bootstrap_ci(metric_fn: Callable[..., float], *arrays: Any, n_boot: int = 1000, seed: int = 0,

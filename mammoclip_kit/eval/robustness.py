@@ -37,7 +37,7 @@ from mammoclip_kit.data.shifts import SHIFTS, ShiftTransform
 from mammoclip_kit.eval.encoders import EncoderSpec
 from mammoclip_kit.eval.features import cached_features, model_fingerprint
 from mammoclip_kit.eval.linear_probe import LinearProbeConfig, fit_linear_probe
-from mammoclip_kit.eval.metrics import roc_auc
+from mammoclip_kit.eval.metrics import percentile_interval, roc_auc
 from mammoclip_kit.eval.tasks import (
     TaskSpec,
     breast_ids_of,
@@ -226,9 +226,9 @@ class RobustnessRun:
             clean_point, clean_reps = self.replicates((encoder, task, *CLEAN))
             point, reps = self.replicates(key)
             differences = clean_reps - reps
-            low, high = _percentiles(differences)
-            clean_low, clean_high = _percentiles(clean_reps)
-            value_low, value_high = _percentiles(reps)
+            low, high = percentile_interval(differences)
+            clean_low, clean_high = percentile_interval(clean_reps)
+            value_low, value_high = percentile_interval(reps)
             drop = clean_point - point
             units = self.units[task]
             rows.append({"encoder": encoder, "task": task, "metric": primary_metric(task),
@@ -241,14 +241,6 @@ class RobustnessRun:
                          "n_train": self.n_train.get(key, self.n_train.get((encoder, task, *CLEAN), 0)),
                          "n_test": len(self.scores[key]), "n_patients": int(units.patients.max()) + 1})
         return pd.DataFrame(rows, columns=list(DROP_COLUMNS))
-
-
-def _percentiles(values: np.ndarray) -> tuple[float, float]:
-    finite = values[np.isfinite(values)]
-    if not len(finite):
-        return float("nan"), float("nan")
-    low, high = np.percentile(finite, [2.5, 97.5])
-    return float(low), float(high)
 
 
 def _condition_name(shift: str, severity: int) -> str:
@@ -393,7 +385,7 @@ def compare_drops(run: RobustnessRun, subject: str, baselines: Sequence[str]) ->
                     point, reps = run.replicates((encoder, task, shift, severity))
                     drops.append((clean_point - point, clean_reps - reps))
                 difference = drops[0][1] - drops[1][1]
-                low, high = _percentiles(difference)
+                low, high = percentile_interval(difference)
                 outcome = "less" if high < 0 else "more" if low > 0 else "unresolved"
                 rows.append({"task": task, "condition": _condition_name(shift, severity), "shift": shift,
                              "severity": severity, "baseline": baseline, "subject_drop": drops[0][0],
