@@ -186,6 +186,8 @@ def _measure(preset: str, args: argparse.Namespace, size: tuple[int, int], devic
                 "img_per_s": batch * views / synthetic["step_s"], "peak_gb": peak_memory_gb(device)})
     row.update({"e2e_img_per_s": batch * views / e2e["step_s"], "e2e_fraction": synthetic["step_s"] / e2e["step_s"],
                 "workers": args.workers})
+    print(f"    {preset}: step {row['step_s']:.3f} s, {row['img_per_s']:.1f} img/s synthetic, "
+          f"{row['e2e_img_per_s']:.1f} end to end, peak {row['peak_gb']:.1f} GB", flush=True)
     total_gb = (torch.cuda.get_device_properties(device).total_memory / 1e9 if device.type == "cuda"
                 else float("inf"))
     for limit in args.limits:
@@ -195,13 +197,18 @@ def _measure(preset: str, args: argparse.Namespace, size: tuple[int, int], devic
             continue
         if device.type == "cuda":
             torch.cuda.set_per_process_memory_fraction(min(1.0, limit / total_gb), device)
+        # cuDNN autotuning at every new batch shape made each probe take >10 s for B5 on an H200 (2026-12-04);
+        # the search asks only "does it fit", so it runs untuned
+        tuned, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
         try:
             found = largest_batch(_fits_under(setup, model, size, text_len, limit, device), start=batch,
                                   cap=args.max_batch, deadline_s=args.search_s)
         finally:
+            torch.backends.cudnn.benchmark = tuned
             if device.type == "cuda":
                 torch.cuda.set_per_process_memory_fraction(1.0, device)
         row[key] = found.describe()
+        print(f"    {preset}: largest batch under {limit:g} GB {row[key]} (probes {found.probes})", flush=True)
         row[f"{key}_probes"] = found.probes
     # 2. fp16 AMP without checkpointing at the same batch (the memory baseline)
     _free(device)
@@ -274,6 +281,8 @@ def benchmark(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     seed_everything(0)
     device = pick_device(args.device)
+    if device.type == "cuda" and device.index is None:  # the memory-fraction cap needs an explicit index
+        device = torch.device("cuda", torch.cuda.current_device())
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         name = torch.cuda.get_device_name(device)
@@ -291,12 +300,14 @@ def benchmark(argv: Sequence[str] | None = None) -> dict[str, Any]:
             t0 = time.perf_counter()
             rows.append(_measure(preset, args, size, device, tables, Path(tmp)))
             print(f"  {preset}: measured in {time.perf_counter() - t0:.0f} s", flush=True)
+            if args.json:  # written after every preset: a run stopped by a time limit keeps what it measured
+                Path(args.json).write_text(json.dumps({"device": name, "rows": rows}, indent=2, default=str))
+            if preset != args.presets[-1]:
+                print(_format_table(rows[-1:], args.limits), flush=True)
     print(_format_table(rows, args.limits))
     print(f"settings: bf16 (fp16 where bf16 is unsupported) + gradient checkpointing + channels_last; 'fp16' columns: "
           f"fp16 AMP without checkpointing, same batch; mem ratio = peak GB ÷ fp16 peak GB; end to end = real "
           f"loader, {args.workers} workers, synthetic PNGs, texts of {rows[0]['text_len'] if rows else '-'} tokens "
           f"(the synthetic input too); text tower {rows[0]['text_tower'] if rows else '-'}; "
           f"total {time.perf_counter() - started:.0f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"device": name, "rows": rows}, indent=2, default=str))
     return {"device": name, "rows": rows}
