@@ -40,7 +40,7 @@ student: setup
 nbval: setup
 	MAMMOCLIP_PROFILE=smoke $(OFFLINE) $(BIN)/python -m pytest --nbval-lax notebooks/ -p no:cacheprovider
 
-# One prepared GPU run (<= 8 min): img/s end to end and synthetic, step time, peak memory, batch that fits in 40 / 80 GB,
+# One prepared GPU run (about 10 min; paper-b5 345 s on an H200): img/s end to end and synthetic, step time, peak memory, batch that fits in 40 / 80 GB,
 # embedding img/s. GPU_CHECK_ARGS="--tiny" checks the code path on a CPU; "--text-encoder DIR" uses the real BERT.
 gpu-check: setup
 	$(OFFLINE) $(BIN)/python -m mammoclip_kit.bench gpu-check $(GPU_CHECK_ARGS)
