@@ -15,7 +15,7 @@ from mammoclip_kit.cohort import lesions as lz
 from mammoclip_kit.cohort import phantom as ph
 from mammoclip_kit.config import StageConfig
 
-GENERATOR_VERSION = "1.3"  # bump whenever the generated files change: cohorts of another version are rebuilt
+GENERATOR_VERSION = "1.4"  # bump whenever the generated files change: cohorts of another version are rebuilt
 PARTS: tuple[str, ...] = ("vindr", "rsna", "reports")
 
 #: Exact column lists of the real files (VinDr-Mammo v1.0.0, RSNA Screening Mammography, the paper's raw report table).
@@ -59,6 +59,9 @@ class CohortConfig:
     vendors: list[str] = field(default_factory=lambda: list(dw.VENDORS))
     conspicuity: float = 0.12
     calcification_scale: float = 1.0  # size multiplier of suspicious calcification specks (1 = realistic)
+    calcification_contrast: float = 1.0  # brightness multiplier of suspicious calcification specks (1 = realistic)
+    calcification_count: float = 1.0  # number multiplier of suspicious calcification specks (1 = 10-30 specks)
+    calcification_extent: float = 1.0  # extent multiplier of suspicious calcification clusters (1 = 5-15 mm)
     mass_size_mm: tuple[float, float] = (8.0, 30.0)
     vindr_test_fraction: float = 0.2
     compress: bool = True
@@ -78,6 +81,9 @@ class CohortConfig:
                 raise ValueError(f"prevalence[{name}] must be in [0, 1], got {p}")
         if not 0.5 <= float(self.calcification_scale) <= 5.0:
             raise ValueError(f"calcification_scale must be in [0.5, 5], got {self.calcification_scale}")
+        for name in ("calcification_contrast", "calcification_count", "calcification_extent"):
+            if not 0.5 <= float(getattr(self, name)) <= 5.0:
+                raise ValueError(f"{name} must be in [0.5, 5], got {getattr(self, name)}")
         if set(self.density_distribution) != set(ph.DENSITIES) or min(self.density_distribution.values()) < 0:
             raise ValueError(f"density_distribution needs non-negative weights for {ph.DENSITIES}, "
                              f"got {self.density_distribution}")
@@ -140,7 +146,8 @@ class CohortSectionConfig(StageConfig):
     SECTION: ClassVar[str] = "cohort"
     PARAMETERS: ClassVar[dict[str, str]] = {"num_workers": "workers"}
     OVERRIDES: ClassVar[tuple[str, ...]] = ("n_patients", "image_scale", "prevalence", "vendors", "conspicuity",
-                                         "calcification_scale")
+                                         "calcification_scale", "calcification_contrast",
+                                         "calcification_count", "calcification_extent")
 
     preset: str | None = None
     seed: int = 0
@@ -151,6 +158,9 @@ class CohortSectionConfig(StageConfig):
     vendors: str | list[str] | None = None
     conspicuity: float | None = None
     calcification_scale: float | None = None
+    calcification_contrast: float | None = None
+    calcification_count: float | None = None
+    calcification_extent: float | None = None
 
     def __post_init__(self) -> None:
         self.seed = int(self.seed or 0)

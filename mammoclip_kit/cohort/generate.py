@@ -420,6 +420,12 @@ def build_parser(prog: str = "python -m data_prep.make_cohort") -> argparse.Argu
                         help="extra brightness of masses and distortions over glandular tissue (preset: 0.12)")
     parser.add_argument("--calcification-scale", type=float, default=None,
                         help="size multiplier of suspicious calcification specks (1 = realistic 0.1-1 mm)")
+    parser.add_argument("--calcification-contrast", type=float, default=None,
+                        help="brightness multiplier of suspicious calcification specks (1 = realistic)")
+    parser.add_argument("--calcification-count", type=float, default=None,
+                        help="number multiplier of suspicious calcification specks (1 = 10-30 per cluster)")
+    parser.add_argument("--calcification-extent", type=float, default=None,
+                        help="extent multiplier of suspicious calcification clusters (1 = 5-15 mm)")
     parser.add_argument("--no-compress", action="store_true", help="store every file uncompressed")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -454,6 +460,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           progress=not args.quiet, n_patients=parse_n_patients(args.n_patients),
                           image_scale=args.image_scale, prevalence=args.prevalence, vendors=args.vendors,
                           conspicuity=args.conspicuity, calcification_scale=args.calcification_scale,
+                          calcification_contrast=args.calcification_contrast,
+                          calcification_count=args.calcification_count,
+                          calcification_extent=args.calcification_extent,
                           compress=False if args.no_compress else None)
     print(json.dumps(summary, indent=2))
     return summary

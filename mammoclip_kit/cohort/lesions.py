@@ -112,8 +112,12 @@ def _assessment(finding: str, shape: str, margin: str, malignant: bool, rng: np.
 
 
 def sample_lesion(rng: np.random.Generator, finding: str, lesion_id: int, laterality: str, pnl_mm: float,
-                  half_width_mm: float, views: list[ViewGeometry], mass_size: tuple[float, float]) -> Lesion | None:
-    """Sample one finding of ``finding`` kind at a position visible in every view (None if none fits)."""
+                  half_width_mm: float, views: list[ViewGeometry], mass_size: tuple[float, float],
+                  calcification_extent: float = 1.0) -> Lesion | None:
+    """Sample one finding of ``finding`` kind at a position visible in every view (None if none fits).
+
+    ``calcification_extent`` multiplies the extent of suspicious calcification clusters (5–15 mm when 1, realistic for
+    grouped / linear clusters; the classroom cohort widens them toward regional / segmental extents)."""
     if finding == "Benign":
         finding = "Intramammary Lymph Node" if rng.random() < 0.35 else "Benign Calcification"
     shape = margin = ""
@@ -128,7 +132,7 @@ def sample_lesion(rng: np.random.Generator, finding: str, lesion_id: int, latera
             shape = "irregular"
         malignant = bool(rng.random() < _MASS_MALIGNANCY[margin] + (0.15 if shape == "irregular" else 0.0))
     elif finding == "Suspicious Calcification":
-        size = float(rng.uniform(5.0, 15.0))
+        size = float(rng.uniform(5.0, 15.0)) * calcification_extent
         shape = str(rng.choice(CALC_MORPHOLOGIES, p=[0.3, 0.2, 0.3, 0.2]))
         margin = str(rng.choice(CALC_DISTRIBUTIONS, p=[0.6, 0.2, 0.2]))
         malignant = bool(rng.random() < _CALC_MALIGNANCY[shape])
@@ -195,17 +199,20 @@ def _box_from_mask(mask: np.ndarray, r0: int, c0: int, pad: float = 1.0) -> tupl
 
 
 def render_lesion(intensity: np.ndarray, gland: np.ndarray, geom: ViewGeometry, lesion: Lesion, view_index: int,
-                  conspicuity: float, calcification_scale: float = 1.0) -> Rendered:
+                  conspicuity: float, calcification_scale: float = 1.0,
+                  calcification_contrast: float = 1.0, calcification_count: float = 1.0) -> Rendered:
     """Draw ``lesion`` into ``intensity`` (in place) for one view and return its box and mask.
 
-    ``conspicuity``: extra contrast of masses and distortions; ``calcification_scale``: size multiplier of suspicious
-    calcification specks (both 0.12 / 1 realistic; the classroom cohort exaggerates them)."""
+    ``conspicuity``: extra contrast of masses and distortions; ``calcification_scale`` / ``calcification_contrast`` /
+    ``calcification_count``: size / brightness / number multipliers of suspicious calcification specks (0.12 and 1 are
+    realistic; the classroom cohort exaggerates them)."""
     rng = np.random.default_rng([lesion.seed, view_index])
     centre = geom.project(lesion.back, lesion.lat, lesion.sup)
     if lesion.finding == "Mass":
         out = _render_mass(intensity, geom, lesion, centre, rng, conspicuity)
     elif lesion.finding in ("Suspicious Calcification", "Benign Calcification") and lesion.shape != "vascular":
-        out = _render_calcifications(intensity, geom, lesion, centre, view_index, calcification_scale)
+        out = _render_calcifications(intensity, geom, lesion, centre, view_index, calcification_scale,
+                                     calcification_contrast, calcification_count)
     elif lesion.shape == "vascular":
         out = _render_vascular(intensity, geom, lesion, centre, rng)
     elif lesion.finding == "Architectural Distortion":
@@ -295,13 +302,14 @@ def _spicules(shape, centre_local, radius, rng) -> np.ndarray:
     return np.clip(canvas, 0, 1)
 
 
-def calcification_particles(lesion: Lesion, scale: float = 1.0) -> list[tuple[float, float, float, float, float,
-                                                                           float]]:
+def calcification_particles(lesion: Lesion, scale: float = 1.0, contrast: float = 1.0, count: float = 1.0) -> list[
+        tuple[float, float, float, float, float, float]]:
     """3-D particles of a calcification finding: (back, lat, sup, size_mm, brightness, elongation_mm).
 
     Drawn from the lesion's seed only, so both views project the *same* particles. ``scale`` multiplies the size and
     length of *suspicious* specks (not benign ones): 1 is realistic (0.1–1 mm); the classroom cohort exaggerates them
-    so that they survive the 320 × 192 PNG, about 1 mm per pixel (docs/cohort.md).
+    so that they survive the 320 × 192 PNG, about 1 mm per pixel (docs/cohort.md). ``contrast`` multiplies the
+    brightness and ``count`` the number (10–30 when 1) of suspicious specks the same way (1 = realistic).
     """
     rng = np.random.default_rng(lesion.seed)
     particles = []
@@ -311,7 +319,7 @@ def calcification_particles(lesion: Lesion, scale: float = 1.0) -> list[tuple[fl
             particles.append((lesion.back + off[0], lesion.lat + off[1], lesion.sup + off[2],
                               float(rng.uniform(1.0, lesion.size_mm)), float(rng.uniform(0.35, 0.5)), 0.0))
         return particles
-    n = int(rng.integers(10, 30))
+    n = max(1, int(round(int(rng.integers(10, 30)) * count)))
     spread = lesion.size_mm / 2.0
     morph = lesion.shape
     direction = np.array([-1.0, rng.normal(0, 0.3), rng.normal(0, 0.3)])  # toward the nipple
@@ -329,13 +337,14 @@ def calcification_particles(lesion: Lesion, scale: float = 1.0) -> list[tuple[fl
                   "fine pleomorphic": rng.uniform(0.28, 0.5), "fine linear branching": rng.uniform(0.32, 0.5)}[morph]
         elong = float(rng.uniform(0.6, 2.5)) if morph == "fine linear branching" else 0.0
         particles.append((lesion.back + pos[0], lesion.lat + pos[1], lesion.sup + pos[2], float(size) * scale,
-                          float(bright), elong * scale))
+                          float(bright) * contrast, elong * scale))
     return particles
 
 
-def _render_calcifications(intensity, geom, lesion, centre, view_index, scale: float = 1.0) -> Rendered:
+def _render_calcifications(intensity, geom, lesion, centre, view_index, scale: float = 1.0,
+                           contrast: float = 1.0, count: float = 1.0) -> Rendered:
     s = geom.spacing
-    particles = calcification_particles(lesion, scale)
+    particles = calcification_particles(lesion, scale, contrast, count)
     half = (lesion.size_mm * 1.6 + 6.0) / s + 4
     r0, r1, c0, c1 = _patch(intensity.shape, centre, half)
     canvas = np.zeros((r1 - r0, c1 - c0), np.float32)

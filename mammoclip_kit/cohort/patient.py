@@ -52,7 +52,8 @@ def render_patient(task: dict[str, Any], cfg: CohortConfig, out_dir: str | Path)
         placed = []
         for k, finding in enumerate(task["findings"][lat]):
             lesion = lz.sample_lesion(rng, finding, k + 1, lat, model.pnl_mm, model.half_width_mm,
-                                      list(geoms[lat].values()), cfg.mass_size_mm)
+                                      list(geoms[lat].values()), cfg.mass_size_mm,
+                                      cfg.calcification_extent)
             if lesion is not None:
                 placed.append(lesion)
         lesions[lat] = placed
@@ -78,7 +79,8 @@ def render_patient(task: dict[str, Any], cfg: CohortConfig, out_dir: str | Path)
         rendered = []
         for lesion in lesions[lat]:
             result = lz.render_lesion(intensity, tissue.gland, geom, lesion, view_index, cfg.conspicuity,
-                                        cfg.calcification_scale)
+                                        cfg.calcification_scale, cfg.calcification_contrast,
+                                      cfg.calcification_count)
             r0, c0 = result.origin
             h, w = result.mask.shape
             region = label[r0:r0 + h, c0:c0 + w]

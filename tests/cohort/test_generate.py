@@ -421,3 +421,34 @@ def test_calcification_scale_enlarges_suspicious_specks_only():
     assert calcification_particles(benign, scale=2.5) == calcification_particles(benign)
     with pytest.raises(ValueError, match="calcification_scale must be in"):
         cfgmod.resolve_config("smoke", calcification_scale=9)
+
+
+def test_calcification_contrast_count_extent_exaggerate_suspicious_clusters_only():
+    from mammoclip_kit.cohort.lesions import calcification_particles, sample_lesion
+    from mammoclip_kit.cohort.phantom import sample_breast, view_geometry
+
+    suspicious = Lesion(1, "Suspicious Calcification", 0, 0, 0, 10.0, shape="fine pleomorphic", margin="grouped",
+                        seed=7)
+    benign = Lesion(2, "Benign Calcification", 0, 0, 0, 3.0, shape="round", seed=7)
+    real = calcification_particles(suspicious)
+    bright = calcification_particles(suspicious, contrast=3.0)
+    np.testing.assert_allclose([p[4] for p in bright], [3.0 * p[4] for p in real])
+    assert [p[:4] for p in bright] == [p[:4] for p in real]          # same specks, only brighter
+    many = calcification_particles(suspicious, count=5.0)
+    assert len(many) == 5 * len(real) and 10 <= len(real) < 30
+    assert calcification_particles(benign, contrast=3.0, count=5.0) == calcification_particles(benign)
+    # extent widens the cluster (and the size the report quotes) from the same random draws
+    rng_breast = np.random.default_rng(0)
+    model = sample_breast(rng_breast, "L", "B", {"pnl": 100.0, "hw": 100.0, "thick": 50.0})
+    views = [view_geometry(model, v, 400, 300, 0.5) for v in ("CC", "MLO")]
+    sizes = []
+    for extent in (1.0, 3.0):
+        lesion = sample_lesion(np.random.default_rng(3), "Suspicious Calcification", 1, "L", model.pnl_mm,
+                               model.half_width_mm, views, (8.0, 30.0), calcification_extent=extent)
+        assert lesion is not None
+        sizes.append(lesion.size_mm)
+    assert 5.0 <= sizes[0] <= 15.0 and sizes[1] == pytest.approx(3.0 * sizes[0])
+    for name in ("calcification_contrast", "calcification_count", "calcification_extent"):
+        with pytest.raises(ValueError, match=f"{name} must be in"):
+            cfgmod.resolve_config("smoke", **{name: 9})
+    assert cfgmod.resolve_config("classroom", calcification_count=5).calcification_count == 5
