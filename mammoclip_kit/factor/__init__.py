@@ -51,13 +51,15 @@ from mammoclip_kit.factor.data import (
     image_labels,
     stack_attributes,
 )
-from mammoclip_kit.factor.features import feature_maps, stitched_features
+from mammoclip_kit.factor.features import feature_maps, stitched_features, tap_for_stride, tower_map
 from mammoclip_kit.factor.figures import heatmap_viewer, show_heatmap, widgets_available
-from mammoclip_kit.factor.heatmaps import factor_heatmaps, gradcam_heatmaps
+from mammoclip_kit.factor.heatmaps import channel_contrast, factor_heatmaps, gradcam_head, gradcam_heatmaps
 from mammoclip_kit.factor.localization import (
+    LocalizationBootstrap,
     LocalizationResult,
     evaluate_localization,
     heatmap_to_boxes,
+    localization_bootstrap,
     localize,
     tissue_mask,
     upsample,
@@ -73,11 +75,12 @@ from mammoclip_kit.factor.mapper import (
 
 __all__ = [
     "ATTRIBUTES", "CEILING_METHODS", "SENTENCE_RULES", "TABLE_COLUMNS", "AttributeMapper",
-    "FactorConfig", "FactorData", "FeatureGrid", "LocalizationResult", "MapperHistory", "alignment_agreement",
+    "FactorConfig", "FactorData", "FeatureGrid", "LocalizationBootstrap", "LocalizationResult", "MapperHistory", "alignment_agreement",
     "attribute_embeddings", "attribute_sentences", "attribute_text_sets", "box_oracle_heatmaps",
-    "box_supervised_weights", "boxes_for", "ceiling_metrics", "chance_pointing", "channel_alignment",
+    "box_supervised_weights", "boxes_for", "ceiling_metrics", "chance_pointing", "channel_alignment", "channel_contrast",
     "channel_hit_rates", "evaluate_localization", "factor_data", "factor_heatmaps", "factor_loss",
-    "feature_maps", "gradcam_heatmaps", "heatmap_to_boxes", "heatmap_viewer", "image_labels", "localisation_table",
-    "localize", "show_heatmap", "stack_attributes", "stitched_features", "tissue_mask", "train_mapper", "upsample",
+    "feature_maps", "gradcam_head", "gradcam_heatmaps", "heatmap_to_boxes", "heatmap_viewer", "image_labels",
+    "localisation_table", "localization_bootstrap", "localize", "show_heatmap", "stack_attributes", "stitched_features", "tap_for_stride", "tissue_mask", "tower_map", "train_mapper",
+    "upsample",
     "widgets_available",
 ]
