@@ -78,20 +78,29 @@ def heatmap_to_boxes(heatmap: Any, quantile: float = 0.95, max_boxes: int | None
     return boxes_arr[order], scores_arr[order]
 
 
-def tissue_mask(image: Any, threshold: float = 0.05) -> np.ndarray:
+def tissue_mask(image: Any, threshold: float = 0.05, margin: int = 0) -> np.ndarray:
     """Boolean mask of the breast: pixels more than ``threshold`` of the image's grey range above its darkest value.
 
     The background of a PNG is its darkest value, but not always 0 (the cohort's converted images have a background
     of 2–5 grey levels on about half of the views): a mask ``image > 0`` would then be the whole frame. The same rule
-    as :func:`mammoclip_kit.data.shifts.tissue_mask`. A constant image gives an empty mask.
+    as :func:`mammoclip_kit.data.shifts.tissue_mask`. A constant image gives an empty mask. ``margin`` (pixels) erodes
+    the mask, leaving out a band along the skin line and the image border, where the tower's channels respond to the
+    edge of the breast rather than to a lesion (``factor.margin``; chosen on validation images).
     """
     array = np.asarray(image, dtype=np.float64)
     if array.ndim != 2:
         raise ValueError(f"tissue_mask: expected a 2-D image, got shape {array.shape}")
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"tissue_mask: threshold is a fraction of the grey range in [0, 1), got {threshold}")
+    if int(margin) < 0:
+        raise ValueError(f"tissue_mask: margin must be ≥ 0 pixels, got {margin}")
     low, high = float(array.min()), float(array.max())
-    return array > low + threshold * (high - low)
+    mask = array > low + threshold * (high - low)
+    if int(margin) and mask.any():
+        from scipy import ndimage
+
+        mask = ndimage.binary_erosion(mask, iterations=int(margin), border_value=0)
+    return mask
 
 
 def localize(heatmap: Any, size: tuple[int, int], quantile: float = 0.95, max_boxes: int | None = 10,

@@ -49,6 +49,7 @@ class FactorConfig(StageConfig):
     stitch: int = 1                  # heatmaps on the last map sampled stitch× more densely (shift-and-stitch); 1 = as is
     ceiling_images: int = 96         # training images with a box that fit the box-supervised reference (notebook 09)
     quantile: float = 0.95           # heatmap threshold (the paper: the 95th percentile)
+    margin: int = 0                  # pixels of the breast's edge left out of every heatmap (factor.tissue_mask)
     max_boxes: int = 10              # boxes kept per heatmap (highest scores)
     max_sentences: int = 64          # report sentences per attribute embedding
     batch_size_encode: int = 16      # images per feature-map batch

@@ -117,3 +117,13 @@ def test_config_checks_the_variant_settings():
         FA.FactorConfig(stride=12)
     with pytest.raises(ValueError, match="channel_weights"):
         FA.FactorConfig(channel_weights="boxes")
+
+
+def test_tissue_mask_margin_leaves_out_the_skin_line():
+    image = np.zeros((12, 10), dtype=np.uint8)
+    image[2:10, 0:8] = 200  # the breast touches the left border of the image
+    assert FA.tissue_mask(image).sum() == 64
+    eroded = FA.tissue_mask(image, margin=2)
+    assert eroded.sum() == 4 * 4 and eroded[4:8, 2:6].all()  # 2 px off every side, the image border included
+    with pytest.raises(ValueError, match="margin"):
+        FA.tissue_mask(image, margin=-1)
