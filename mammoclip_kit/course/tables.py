@@ -255,9 +255,10 @@ def factor_table(summary: Mapping[str, Any]) -> TableBlock:
         rows = {f"{metrics.get('model', 'kit model')} · FActOR": {c: _number(metrics.get(k)) for c, k in
                                                                   columns.items()},
                 "same model · Grad-CAM": {c: _number(metrics.get(f"gradcam_{k}")) for c, k in columns.items()}}
-        # the ceilings notebook 09 measures on its heatmap grid (stitched when it was): mass only, boxes used
+        # the ceilings notebook 09 measures on FActOR's heatmap grid (an earlier stage's map, or the stitched last map,
+        # when it used one): mass only, boxes used
         ceiling = metrics.get("ceiling") or {}
-        grid_key = "stitched" if "oracle_map25_stitched" in ceiling else "tower"
+        grid_key = next((g for g in ("fine", "stitched") if f"oracle_map25_{g}" in ceiling), "tower")
         grid = "×".join(str(v) for v in metrics.get("grid") or []) or "tower"
         for label, key in (("box oracle", "oracle_map25"), ("box-supervised channel weights", "supervised_map25")):
             if f"{key}_{grid_key}" in ceiling:

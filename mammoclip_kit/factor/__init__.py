@@ -5,10 +5,10 @@ evaluation were never published, so the kit completes the method from the paper'
 
 ========================  ==============================================================================================
 ``factor.data``           attributes, their report sentences and text embeddings; the images, labels and boxes
-``factor.features``       the frozen tower's last feature maps (cached, eval mode), shift-and-stitch
+``factor.features``       the frozen tower's feature maps (the last or an earlier stage's; cached, eval mode), stitching
 ``factor.mapper``         :class:`FactorConfig`, the per-attribute :class:`AttributeMapper`, its loss and training
-``factor.heatmaps``       FActOR heatmaps from the best-aligned channels, and the Grad-CAM baseline
-``factor.localization``   heatmap → boxes in original pixels; mAP at IoU 0.25 / 0.5 and the pointing game
+``factor.heatmaps``       FActOR heatmaps (per-image alignments or the channel contrast), the Grad-CAM baseline
+``factor.localization``   heatmap → boxes in original pixels; mAP at IoU 0.25 / 0.5, pointing game, patient bootstrap
 ``factor.ceilings``       box oracle, channel hit rates, box-supervised weights; the table of methods and ceilings
 ``factor.figures``        :func:`show_heatmap` and :func:`heatmap_viewer` (ipywidgets, with a static fallback)
 ========================  ==============================================================================================
@@ -23,6 +23,11 @@ Departures from the authors' released code, on purpose: the two heads' outputs a
 paired consecutive channels of one head, see :class:`AttributeMapper`); the tower runs once in eval mode and its maps
 are cached (that code let a "frozen" encoder's BatchNorm statistics move); early stopping uses held-out training
 patients (that code stopped on the test split).
+
+Documented variants, each a profile setting chosen on validation images (notebook 09 re-measures the choice): the map
+of an earlier stage (``stride``), channel weights from the contrast between training images with and without the
+finding (``channel_weights: contrast``, :func:`channel_contrast`), and a band along the skin line left out of the
+breast mask (``margin``). The paper's recipe stays the reference the notebook reports beside them.
 
 Public names are re-exported here (``from mammoclip_kit import factor as FA``).
 """
@@ -51,13 +56,15 @@ from mammoclip_kit.factor.data import (
     image_labels,
     stack_attributes,
 )
-from mammoclip_kit.factor.features import feature_maps, stitched_features
+from mammoclip_kit.factor.features import feature_maps, stitched_features, tap_for_stride, tower_map
 from mammoclip_kit.factor.figures import heatmap_viewer, show_heatmap, widgets_available
-from mammoclip_kit.factor.heatmaps import factor_heatmaps, gradcam_heatmaps
+from mammoclip_kit.factor.heatmaps import channel_contrast, factor_heatmaps, gradcam_head, gradcam_heatmaps
 from mammoclip_kit.factor.localization import (
+    LocalizationBootstrap,
     LocalizationResult,
     evaluate_localization,
     heatmap_to_boxes,
+    localization_bootstrap,
     localize,
     tissue_mask,
     upsample,
@@ -72,12 +79,13 @@ from mammoclip_kit.factor.mapper import (
 )
 
 __all__ = [
-    "ATTRIBUTES", "CEILING_METHODS", "SENTENCE_RULES", "TABLE_COLUMNS", "AttributeMapper",
-    "FactorConfig", "FactorData", "FeatureGrid", "LocalizationResult", "MapperHistory", "alignment_agreement",
-    "attribute_embeddings", "attribute_sentences", "attribute_text_sets", "box_oracle_heatmaps",
-    "box_supervised_weights", "boxes_for", "ceiling_metrics", "chance_pointing", "channel_alignment",
-    "channel_hit_rates", "evaluate_localization", "factor_data", "factor_heatmaps", "factor_loss",
-    "feature_maps", "gradcam_heatmaps", "heatmap_to_boxes", "heatmap_viewer", "image_labels", "localisation_table",
-    "localize", "show_heatmap", "stack_attributes", "stitched_features", "tissue_mask", "train_mapper", "upsample",
-    "widgets_available",
+    "ATTRIBUTES", "CEILING_METHODS", "SENTENCE_RULES", "TABLE_COLUMNS", "AttributeMapper", "FactorConfig",
+    "FactorData", "FeatureGrid", "LocalizationBootstrap", "LocalizationResult", "MapperHistory",
+    "alignment_agreement", "attribute_embeddings", "attribute_sentences", "attribute_text_sets",
+    "box_oracle_heatmaps", "box_supervised_weights", "boxes_for", "ceiling_metrics", "chance_pointing",
+    "channel_alignment", "channel_contrast", "channel_hit_rates", "evaluate_localization", "factor_data",
+    "factor_heatmaps", "factor_loss", "feature_maps", "gradcam_head", "gradcam_heatmaps", "heatmap_to_boxes",
+    "heatmap_viewer", "image_labels", "localisation_table", "localization_bootstrap", "localize", "show_heatmap",
+    "stack_attributes", "stitched_features", "tap_for_stride", "tissue_mask", "tower_map", "train_mapper",
+    "upsample", "widgets_available",
 ]

@@ -93,13 +93,15 @@ def _breast(image: Any, shape: tuple[int, ...]) -> np.ndarray | None:
 
 def heatmap_viewer(images: Sequence[Any], heatmap_fn: Callable[[int, str], np.ndarray], attributes: Sequence[str],
                    *, gt_boxes: Sequence[Any] | None = None, titles: Sequence[str] | None = None,
-                   quantile: float = 0.95, interactive: bool | None = None):
+                   quantile: float = 0.95, interactive: bool | None = None, masks: Sequence[Any] | None = None):
     """Explore heatmaps: image, attribute (or sentence), threshold quantile and overlay on/off.
 
     ``heatmap_fn(index, attribute)`` returns image ``index``'s heatmap for an attribute (any size; it is upsampled).
     The static figure of the first image and attribute is always drawn (an executed notebook keeps it); when a live
     kernel with ipywidgets is present (or ``interactive=True``) an ``ipywidgets.interactive`` viewer is returned too,
-    else ``None``. Returns ``(figure, viewer)``.
+    else ``None``. ``masks[i]`` (boolean, image-sized) is image ``i``'s breast as the evaluation used it (default:
+    :func:`~mammoclip_kit.factor.localization.tissue_mask` of the image); the overlay, threshold and boxes stay in it.
+    Returns ``(figure, viewer)``.
     """
     import matplotlib.pyplot as plt
 
@@ -111,11 +113,14 @@ def heatmap_viewer(images: Sequence[Any], heatmap_fn: Callable[[int, str], np.nd
     def draw(index: int, attribute: str, q: float, overlay: bool):
         fig, ax = plt.subplots(figsize=(3.6, 5.2))
         heat = upsample(heatmap_fn(index, attribute), _gray(images[index]).shape)
-        boxes, scores = heatmap_to_boxes(heat, q, 3, mask=_breast(images[index], heat.shape))
+        mask = np.asarray(masks[index], dtype=bool) if masks is not None else _breast(images[index], heat.shape)
+        if mask is not None and (mask.shape != heat.shape or not mask.any()):
+            mask = None
+        boxes, scores = heatmap_to_boxes(heat, q, 3, mask=mask)
         gt = gt_boxes[index] if gt_boxes is not None else None
         label = titles[index] if titles is not None else f"image {index}"
         show_heatmap(images[index], heat, boxes=boxes, scores=scores, gt_boxes=gt, quantile=q, overlay=overlay,
-                     title=f"{label} · {attribute} · q={q:.2f}", ax=ax)
+                     title=f"{label} · {attribute} · q={q:.2f}", ax=ax, mask=mask)
         fig.tight_layout()
         return fig
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -77,12 +78,29 @@ def heatmap_to_boxes(heatmap: Any, quantile: float = 0.95, max_boxes: int | None
     return boxes_arr[order], scores_arr[order]
 
 
-def tissue_mask(image: Any, threshold: float = 0.0) -> np.ndarray:
-    """Boolean mask of the pixels brighter than ``threshold`` (the breast: the kit's PNGs have a 0 background)."""
-    array = np.asarray(image)
+def tissue_mask(image: Any, threshold: float = 0.05, margin: int = 0) -> np.ndarray:
+    """Boolean mask of the breast: pixels more than ``threshold`` of the image's grey range above its darkest value.
+
+    The background of a PNG is its darkest value, but not always 0 (the cohort's converted images have a background
+    of 2–5 grey levels on about half of the views): a mask ``image > 0`` would then be the whole frame. The same rule
+    as :func:`mammoclip_kit.data.shifts.tissue_mask`. A constant image gives an empty mask. ``margin`` (pixels) erodes
+    the mask, leaving out a band along the skin line and the image border, where the tower's channels respond to the
+    edge of the breast rather than to a lesion (``factor.margin``; chosen on validation images).
+    """
+    array = np.asarray(image, dtype=np.float64)
     if array.ndim != 2:
         raise ValueError(f"tissue_mask: expected a 2-D image, got shape {array.shape}")
-    return array > threshold
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"tissue_mask: threshold is a fraction of the grey range in [0, 1), got {threshold}")
+    if int(margin) < 0:
+        raise ValueError(f"tissue_mask: margin must be ≥ 0 pixels, got {margin}")
+    low, high = float(array.min()), float(array.max())
+    mask = array > low + threshold * (high - low)
+    if int(margin) and mask.any():
+        from scipy import ndimage
+
+        mask = ndimage.binary_erosion(mask, iterations=int(margin), border_value=0)
+    return mask
 
 
 def localize(heatmap: Any, size: tuple[int, int], quantile: float = 0.95, max_boxes: int | None = 10,
@@ -122,6 +140,8 @@ class LocalizationResult:
     ap50: APResult | None = None
     predictions: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     frame: str = "png"
+    truth: list[np.ndarray] = field(default_factory=list)       # per image, the boxes of the AP (in ``frame``)
+    hits: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per image: 1 when its peak lies in a box
 
 
 def evaluate_localization(heatmaps: Sequence[Any], sizes: Sequence[tuple[int, int]],
@@ -154,6 +174,98 @@ def evaluate_localization(heatmaps: Sequence[Any], sizes: Sequence[tuple[int, in
         truth.append(np.asarray(gt_original[i] if original else gt_png[i], dtype=np.float64).reshape(-1, 4))
     ap25 = average_precision_at_iou(predictions, truth, 0.25)
     ap50 = average_precision_at_iou(predictions, truth, 0.5)
-    pointing = pointing_game(full_maps, [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in gt_png])
+    png_boxes = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in gt_png]
+    pointing = pointing_game(full_maps, png_boxes)
+    hits = np.array([pointing_game([m], [b]) if len(b) else np.nan for m, b in zip(full_maps, png_boxes, strict=True)])
     return LocalizationResult(ap25.ap, ap50.ap, pointing, n, sum(len(t) for t in truth), ap25, ap50, predictions,
-                              "original" if original else "png")
+                              "original" if original else "png", truth, hits)
+
+
+@dataclass
+class LocalizationBootstrap:
+    """mAP@IoU and pointing game of several heatmap methods on the same images, with one patient bootstrap.
+
+    ``point[method][metric]`` (metric ``"map"`` or ``"pointing"``) is the value on all images, ``replicates`` the
+    values on each resample of patients — the same resamples for every method, so differences are paired.
+    """
+
+    point: dict[str, dict[str, float]]
+    replicates: dict[str, dict[str, np.ndarray]]
+    iou: float
+    n_images: int
+    n_patients: int
+
+    def interval(self, method: str, metric: str = "map") -> tuple[float, float, float]:
+        """(value, 2.5th, 97.5th percentile) of ``method``'s ``metric``."""
+        from mammoclip_kit.eval.metrics import percentile_interval
+
+        return (self.point[method][metric], *percentile_interval(self.replicates[method][metric]))
+
+    def difference(self, a: str, b: str, metric: str = "pointing") -> tuple[float, float, float]:
+        """Paired ``metric(a) − metric(b)`` with its 95 % interval."""
+        from mammoclip_kit.eval.metrics import percentile_interval
+
+        return (self.point[a][metric] - self.point[b][metric],
+                *percentile_interval(self.replicates[a][metric] - self.replicates[b][metric]))
+
+    def table(self) -> pd.DataFrame:
+        """One row per method: mAP at ``iou`` and the pointing game, each with its 95 % patient-bootstrap interval."""
+        rows = []
+        for method in self.point:
+            value, low, high = self.interval(method, "map")
+            hit, hit_low, hit_high = self.interval(method, "pointing")
+            rows.append({"method": method, f"mAP@{self.iou:g}": value, "map_low": low, "map_high": high,
+                         "pointing game": hit, "pointing_low": hit_low, "pointing_high": hit_high})
+        return pd.DataFrame(rows)
+
+
+def _image_matches(result: LocalizationResult, iou: float) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Per image: detection scores (descending), TP flags and number of true boxes at ``iou`` (for :func:`ap_of`)."""
+    import warnings
+
+    scores, flags, n_gt = [], [], []
+    for (boxes, image_scores), truth in zip(result.predictions, result.truth, strict=True):
+        image_scores = np.asarray(image_scores, dtype=np.float64).reshape(-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            single = average_precision_at_iou([(np.asarray(boxes), image_scores)], [truth], iou)
+        tp = np.diff(np.concatenate([[0.0], single.recall * single.n_gt])) if single.n_gt else \
+            np.zeros(len(image_scores))
+        scores.append(np.sort(image_scores)[::-1])
+        flags.append(np.round(tp))
+        n_gt.append(single.n_gt)
+    return scores, flags, np.asarray(n_gt)
+
+
+def localization_bootstrap(results: Mapping[str, LocalizationResult], patients: Sequence[Any], *,
+                           iou: float = 0.25, n_boot: int = 1000, seed: int = 0) -> LocalizationBootstrap:
+    """Patient bootstrap of mAP at ``iou`` and of the pointing game for methods evaluated on the same images.
+
+    ``results`` maps a method to its :func:`evaluate_localization` of the same images in the same order;
+    ``patients[i]`` is image ``i``'s patient. Each replicate draws the patients with replacement (all their images
+    together) and recomputes every method's AP (VOC, each detection matched within its own image, so the per-image
+    matches are reused) and pointing game on that resample.
+    """
+    from mammoclip_kit.eval.detection import ap_of
+
+    if not results:
+        raise ValueError("localization_bootstrap: no results")
+    n = len(patients)
+    for method, result in results.items():
+        if result.n_images != n or len(result.truth) != n or len(result.hits) != n:
+            raise ValueError(f"localization_bootstrap: {method!r} has {result.n_images} images (with per-image truth "
+                             f"and hits), {n} patients given")
+    codes = pd.factorize(pd.Series([str(p) for p in patients]))[0]
+    members = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+    rng = np.random.default_rng(seed)
+    resamples = [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+                 for _ in range(n_boot)]
+    everyone = np.arange(n)
+    point, replicates = {}, {}
+    for method, result in results.items():
+        matches = _image_matches(result, iou)
+        hits = np.asarray(result.hits, dtype=np.float64)
+        point[method] = {"map": ap_of(matches, everyone), "pointing": float(np.nanmean(hits))}
+        replicates[method] = {"map": np.array([ap_of(matches, index) for index in resamples]),
+                              "pointing": np.array([np.nanmean(hits[index]) for index in resamples])}
+    return LocalizationBootstrap(point, replicates, float(iou), n, len(members))

@@ -42,9 +42,14 @@ class FactorConfig(StageConfig):
     val_fraction: float = 0.2        # training patients held out for early stopping (the released code: the test split)
     train_rows: str = "findings"     # findings = images with any attribute (the released code); all = every image
     top_k: int = 20                  # channels combined into a heatmap
+    stride: int | None = None        # map the mapper and heatmaps read: None = the last map (the paper); 16, 8 = an
+                                     # intermediate stage's output (finer grid, fewer channels)
+    channel_weights: str = "image"   # image = each image's own top-k alignments (the paper); contrast = one weighting
+                                     # per attribute from the training images (see factor.heatmaps.channel_contrast)
     stitch: int = 1                  # heatmaps on the last map sampled stitch× more densely (shift-and-stitch); 1 = as is
     ceiling_images: int = 96         # training images with a box that fit the box-supervised reference (notebook 09)
     quantile: float = 0.95           # heatmap threshold (the paper: the 95th percentile)
+    margin: int = 0                  # pixels of the breast's edge left out of every heatmap (factor.tissue_mask)
     max_boxes: int = 10              # boxes kept per heatmap (highest scores)
     max_sentences: int = 64          # report sentences per attribute embedding
     batch_size_encode: int = 16      # images per feature-map batch
@@ -60,6 +65,11 @@ class FactorConfig(StageConfig):
             raise ValueError(f"factor settings: quantile must lie in (0, 1), got {self.quantile}")
         if int(self.stitch) < 1:
             raise ValueError(f"factor settings: stitch must be a positive integer, got {self.stitch}")
+        if self.stride is not None and int(self.stride) not in (4, 8, 16, 32):
+            raise ValueError(f"factor settings: stride must be None or one of 4, 8, 16, 32, got {self.stride}")
+        if self.channel_weights not in ("image", "contrast"):
+            raise ValueError(f"factor settings: channel_weights must be 'image' or 'contrast', got "
+                             f"{self.channel_weights!r}")
         if self.train_rows not in ("findings", "all"):
             raise ValueError(f"factor settings: train_rows must be 'findings' or 'all', got {self.train_rows!r}")
 

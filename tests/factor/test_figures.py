@@ -47,3 +47,22 @@ def test_heatmap_stays_in_the_breast_with_a_perceptual_colour_bar():
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels and all(label.startswith("#") for label in labels)      # scores in the legend, not on the image
     plt.close("all")
+
+
+def test_viewer_uses_the_evaluation_mask_and_a_colour_bar():
+    import matplotlib.pyplot as plt
+
+    image = np.full((40, 24), 3.0)  # a non-zero background
+    image[:, :12] = 200.0
+    heat = np.zeros((40, 24))
+    heat[5, 20] = 9.0   # a peak outside the breast: never drawn, never boxed
+    heat[30, 4] = 1.0   # the peak inside it
+    mask = FA.tissue_mask(image)
+    figure, _ = FA.heatmap_viewer([image], lambda i, a: heat, ["mass"], masks=[mask], quantile=0.99)
+    ax = figure.axes[0]
+    overlay = ax.images[1].get_array()
+    assert overlay.mask[5, 20] and not overlay.mask[30, 4]
+    assert ax.images[1].get_cmap().name == "magma" and len(figure.axes) == 2  # the heatmap and its colour bar
+    boxes = [p.get_xy() for p in ax.patches if p.get_linestyle() == "--"]
+    assert boxes and all(x < 12 for x, _ in boxes)
+    plt.close("all")
