@@ -94,8 +94,9 @@ def tissue_mask(image: Any, threshold: float = 0.05, margin: int = 0) -> np.ndar
         raise ValueError(f"tissue_mask: threshold is a fraction of the grey range in [0, 1), got {threshold}")
     if int(margin) < 0:
         raise ValueError(f"tissue_mask: margin must be ≥ 0 pixels, got {margin}")
-    low, high = float(array.min()), float(array.max())
-    mask = array > low + threshold * (high - low)
+    from mammoclip_kit.data.shifts import tissue_mask as grey_range_mask
+
+    mask = grey_range_mask(array, threshold)
     if int(margin) and mask.any():
         from scipy import ndimage
 
