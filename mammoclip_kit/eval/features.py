@@ -7,6 +7,11 @@ pooled features are cached under ``cache_dir/features`` as a build-if-missing ar
 (:class:`mammoclip_kit.artifacts.Artifact`) keyed by the encoder's weights (:func:`model_fingerprint`), the table, its
 ordered image ids, the image size, the augmentation (always off) and the shift, so a retrained checkpoint or another
 shift never reads stale features.
+
+Encoders that start from the same frozen trunk (the classroom's ImageNet, CLIP and Mammo-CLIP towers share the stem and
+stages 1-3, which hold about three quarters of a forward pass) can share its maps through a :class:`TrunkMemo`: the
+trunk runs once per image and each encoder only runs its own later stages. The features are the same numbers as a
+plain forward pass; only the work is shared.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from torch import nn
 
 from mammoclip_kit.artifacts import Artifact, atomic_write_bytes
 
-__all__ = ["CACHE_VERSION", "FeatureSet", "cached_features", "extract_features", "model_fingerprint"]
+__all__ = ["CACHE_VERSION", "FeatureSet", "TrunkMemo", "cached_features", "extract_features", "model_fingerprint"]
 
 CACHE_VERSION = 1  # bump when the cached feature recipe changes
 
@@ -41,28 +46,110 @@ def model_fingerprint(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
+class TrunkMemo:
+    """The stem + first ``blocks`` stages' maps of images, kept in memory and shared by encoders with equal trunks.
+
+    Pass one memo to several :func:`extract_features` / :func:`cached_features` calls (e.g. one per encoder of a
+    sweep): a map is keyed by the trunk's weights (:func:`mammoclip_kit.train.trunk_cache.trunk_fingerprint`), the
+    input size, the transform and the image, so encoders whose trunks differ (a random tower) never share, and a shifted
+    image never reads a clean map. Maps are kept in float32 (the features equal a plain forward pass) up to
+    ``max_bytes``; beyond that they are computed and not kept. ``hits`` / ``computed`` count images served and run.
+    """
+
+    def __init__(self, blocks: int = 3, max_bytes: int = 2 * 2**30) -> None:
+        if blocks < 1:
+            raise ValueError(f"TrunkMemo: blocks must be >= 1, got {blocks}")
+        self.blocks, self.max_bytes = int(blocks), int(max_bytes)
+        self._maps: dict[tuple[str, ...], torch.Tensor] = {}
+        self.bytes, self.hits, self.computed = 0, 0, 0
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+    def supports(self, encoder: nn.Module) -> bool:
+        """True when ``encoder`` can be split after ``blocks`` stages (an EfficientNet-like timm tower)."""
+        if not (hasattr(encoder, "forward_trunk") and hasattr(encoder, "forward_from_trunk")):
+            return False
+        try:
+            encoder._check_trunk(self.blocks)
+        except (TypeError, ValueError):
+            return False
+        return True
+
+    def features(self, encoder: nn.Module, paths: Sequence[Path], keys: Sequence[str], *,
+                 image_size: tuple[int, int] | None, batch_size: int, device: Any, num_workers: int,
+                 transform: Callable[[np.ndarray, str], np.ndarray] | None, transform_key: str, progress: bool,
+                 desc: str) -> torch.Tensor:
+        """Pooled features of ``paths``: the trunk run only for images not in the memo, then the encoder's own stages."""
+        from mammoclip_kit.inference import _model_device, eval_mode, image_features
+        from mammoclip_kit.train.trunk_cache import trunk_fingerprint
+
+        if len(keys) != len(paths):
+            raise ValueError(f"TrunkMemo: {len(keys)} keys for {len(paths)} images")
+        base = (trunk_fingerprint(encoder, self.blocks), str(image_size), transform_key)
+        todo = [i for i, key in enumerate(keys) if (*base, key) not in self._maps]
+        fresh: dict[int, torch.Tensor] = {}
+        if todo:
+            maps = image_features(encoder, [paths[i] for i in todo], size=image_size,
+                                  forward=lambda x: encoder.forward_trunk(x, self.blocks), batch_size=batch_size,
+                                  device=device, num_workers=num_workers, transform=transform,
+                                  keys=[keys[i] for i in todo], channels_last=True, progress=progress,
+                                  desc=f"{desc}, trunk")
+            for i, m in zip(todo, maps, strict=True):
+                fresh[i] = m
+                if self.bytes + m.nbytes <= self.max_bytes:
+                    self._maps[(*base, keys[i])] = m
+                    self.bytes += m.nbytes
+        self.computed += len(todo)
+        self.hits += len(keys) - len(todo)
+        device = torch.device(device) if device is not None else _model_device(encoder)
+        out = []
+        with eval_mode(encoder), torch.inference_mode():
+            for start in range(0, len(keys), batch_size):
+                index = range(start, min(start + batch_size, len(keys)))
+                h = torch.stack([fresh[i] if i in fresh else self._maps[(*base, keys[i])] for i in index])
+                h = h.to(device).contiguous(memory_format=torch.channels_last)
+                out.append(encoder.forward_from_trunk(h, self.blocks).float().cpu())
+        return torch.cat(out)
+
+
 def extract_features(encoder: nn.Module, paths: Sequence[str | Path], *, image_size: tuple[int, int] | None = None,
                      batch_size: int = 16, device: Any = None, num_workers: int = 0,
                      transform: Callable[[np.ndarray, str], np.ndarray] | None = None,
-                     keys: Sequence[str] | None = None, progress: bool = True, desc: str = "features") -> np.ndarray:
+                     keys: Sequence[str] | None = None, progress: bool = True, desc: str = "features",
+                     trunk_memo: TrunkMemo | None = None, transform_key: str = "none") -> np.ndarray:
     """Pooled features ``(N, D)`` of the images at ``paths``, with the encoder frozen.
 
     Runs :func:`mammoclip_kit.inference.image_features` (eval mode, ``torch.inference_mode``, the previous mode
     restored, float16 autocast on CUDA). ``image_size`` (H, W) is the size the images are resized to: pass the
     encoder's input size (:func:`mammoclip_kit.inference.resolve_image_size`); None keeps each file's size. An optional
-    ``transform(image, key)`` (e.g. a robustness shift) is applied after the resize.
+    ``transform(image, key)`` (e.g. a robustness shift) is applied after the resize. With a ``trunk_memo`` (and
+    ``keys``, one per image, naming it; ``transform_key`` naming the transform) the trunk's maps are shared with the
+    other encoders run through the same memo (:class:`TrunkMemo`); an encoder that cannot be split runs as usual.
     """
-    from mammoclip_kit.inference import image_features
+    from mammoclip_kit.inference import _model_device, image_features
 
     if not len(paths):
         return np.zeros((0, 0), dtype=np.float32)
+    if transform is not None and trunk_memo is not None and transform_key == "none":
+        raise ValueError("extract_features: name the transform with transform_key when a trunk_memo is shared")
     # channels-last memory layout: same values, ~1.8x faster depthwise convolutions on CPU (measured on the classroom
     # tower); the layout is switched back afterwards
     encoder.to(memory_format=torch.channels_last)
+    # the memo is a CPU saving (a GPU runs the whole tower in float16 autocast instead)
+    run_device = torch.device(device) if device is not None else _model_device(encoder)
+    use_memo = (trunk_memo is not None and keys is not None and run_device.type == "cpu"
+                and trunk_memo.supports(encoder))
     try:
-        features = image_features(encoder, [Path(p) for p in paths], size=image_size, batch_size=batch_size,
-                                  device=device, num_workers=num_workers, transform=transform, keys=keys,
-                                  channels_last=True, amp=True, progress=progress, desc=desc)
+        if use_memo:
+            features = trunk_memo.features(encoder, [Path(p) for p in paths], [str(k) for k in keys],
+                                           image_size=image_size, batch_size=batch_size, device=device,
+                                           num_workers=num_workers, transform=transform, transform_key=transform_key,
+                                           progress=progress, desc=desc)
+        else:
+            features = image_features(encoder, [Path(p) for p in paths], size=image_size, batch_size=batch_size,
+                                      device=device, num_workers=num_workers, transform=transform, keys=keys,
+                                      channels_last=True, amp=True, progress=progress, desc=desc)
     finally:
         encoder.to(memory_format=torch.contiguous_format)
     if features.ndim != 2:
@@ -88,14 +175,16 @@ def cached_features(encoder: nn.Module, df: pd.DataFrame, *, root: str | Path, c
                     image_size: tuple[int, int] | None = None, path_col: str = "png_path", id_col: str = "image_id",
                     transform: Callable[[np.ndarray, str], np.ndarray] | None = None, transform_key: str = "none",
                     batch_size: int = 16, device: Any = None, num_workers: int = 0, retrain: bool = False,
-                    progress: bool = True, fingerprint: str | None = None) -> FeatureSet:
+                    progress: bool = True, fingerprint: str | None = None,
+                    trunk_memo: TrunkMemo | None = None) -> FeatureSet:
     """Features of every row of ``df``, computed once and then loaded from ``cache_dir/features``.
 
     ``image_size`` None feeds the encoder its own input size (:func:`mammoclip_kit.inference.resolve_image_size`); an
     explicit size is used and printed. The cache key covers the encoder's weights (:func:`model_fingerprint`), the
     table name, the ordered image ids, the image size, the augmentation (always off) and ``transform_key`` (name a
     non-``None`` ``transform`` there). ``retrain=True`` recomputes. Image paths in ``path_col`` are relative to
-    ``root`` (the run's output folder) unless absolute.
+    ``root`` (the run's output folder) unless absolute. A ``trunk_memo`` shares the trunk's maps between encoders
+    (:class:`TrunkMemo`; same features, less work).
     """
     from mammoclip_kit.inference import resolve_image_size
 
@@ -122,7 +211,8 @@ def cached_features(encoder: nn.Module, df: pd.DataFrame, *, root: str | Path, c
     paths = [p if Path(p).is_absolute() else root / p for p in df[path_col].astype(str)]
     features = extract_features(encoder, paths, image_size=size, batch_size=batch_size, device=device,
                                 num_workers=num_workers, transform=transform, keys=ids, progress=progress,
-                                desc=f"features {table} ({transform_key})")
+                                desc=f"features {table} ({transform_key})", trunk_memo=trunk_memo,
+                                transform_key=transform_key)
     compute_seconds = time.perf_counter() - start
     buffer = _npz_bytes(features=features, image_ids=np.array(ids), compute_seconds=np.array(compute_seconds))
     atomic_write_bytes(artifact.path, buffer)

@@ -4,7 +4,8 @@ Notebook ``06_data_efficiency`` reads ``from mammoclip_kit.eval import probe as 
 
 * :mod:`mammoclip_kit.eval.tasks` — :data:`TASKS`, :func:`get_task`, :func:`task_labels`, :func:`split_for_task`,
   :func:`subsample_by_patient`, :func:`evaluate_predictions`, :func:`load_task_tables`, :func:`cap_training_patients`;
-* :mod:`mammoclip_kit.eval.features` — :func:`model_fingerprint`, :func:`extract_features`, :func:`cached_features`;
+* :mod:`mammoclip_kit.eval.features` — :func:`model_fingerprint`, :func:`extract_features`, :func:`cached_features`,
+  :class:`TrunkMemo`;
 * :mod:`mammoclip_kit.eval.linear_probe` — :class:`LinearProbeConfig`, :func:`fit_linear_probe`;
 * :mod:`mammoclip_kit.eval.finetune` — :class:`FineTuneConfig`, :func:`fine_tune`;
 * :mod:`mammoclip_kit.eval.sweep` — :class:`SweepConfig`, :func:`run_sweep`, :func:`paired_comparison`,
@@ -15,7 +16,13 @@ Notebook ``06_data_efficiency`` reads ``from mammoclip_kit.eval import probe as 
 from __future__ import annotations
 
 from mammoclip_kit.eval.encoders import EncoderSpec, create_encoder, create_encoders, list_encoders
-from mammoclip_kit.eval.features import FeatureSet, cached_features, extract_features, model_fingerprint
+from mammoclip_kit.eval.features import (
+    FeatureSet,
+    TrunkMemo,
+    cached_features,
+    extract_features,
+    model_fingerprint,
+)
 from mammoclip_kit.eval.finetune import (
     FineTuneConfig,
     FineTuneResult,
@@ -48,7 +55,7 @@ from mammoclip_kit.eval.tasks import (
 
 __all__ = [
     "SWEEP_KEY", "TASKS", "EncoderSpec", "FeatureSet", "FineTuneConfig", "FineTuneResult", "ImageClassifier",
-    "LinearProbe", "LinearProbeConfig", "SweepConfig", "SweepLog", "TaskSpec", "cached_features",
+    "LinearProbe", "LinearProbeConfig", "SweepConfig", "SweepLog", "TaskSpec", "TrunkMemo", "cached_features",
     "cap_training_patients", "create_encoder", "create_encoders", "evaluate_predictions", "extract_features",
     "fine_tune", "fit_linear_probe", "get_task", "list_encoders", "load_task_tables", "model_fingerprint",
     "paired_comparison", "plot_sweep", "predict_table", "run_sweep", "scores_csv_path", "split_for_task",

@@ -35,7 +35,7 @@ import torch
 from mammoclip_kit.config import StageConfig
 from mammoclip_kit.data.shifts import SHIFTS, ShiftTransform
 from mammoclip_kit.eval.encoders import EncoderSpec
-from mammoclip_kit.eval.features import cached_features, model_fingerprint
+from mammoclip_kit.eval.features import TrunkMemo, cached_features, model_fingerprint
 from mammoclip_kit.eval.linear_probe import LinearProbeConfig, fit_linear_probe
 from mammoclip_kit.eval.metrics import percentile_interval, roc_auc
 from mammoclip_kit.eval.tasks import (
@@ -83,6 +83,9 @@ class RobustnessConfig(StageConfig):
     subject: str = "mammoclip"  # the encoder the paper's claim is about
     baselines: list[str] = field(default_factory=lambda: ["imagenet", "clip"])  # what it must degrade less than
     max_half_width: float = 0.05  # target CI half-width of every drop (the notebook reports the ones above it)
+    # stages whose maps encoders with equal trunks share on a CPU (features.TrunkMemo; 0 = off): the classroom's
+    # three towers share their frozen ImageNet stem + stages 1-3, about 3/4 of a forward pass
+    shared_trunk: int = 3
 
     def __post_init__(self) -> None:
         if self.image_size is not None:
@@ -97,6 +100,8 @@ class RobustnessConfig(StageConfig):
         self.holdout = [str(c) for c in (self.holdout or [])]
         if self.n_boot < 1:
             raise ValueError(f"robustness n_boot must be at least 1, got {self.n_boot}")
+        if self.shared_trunk < 0:
+            raise ValueError(f"robustness shared_trunk must be >= 0, got {self.shared_trunk}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None, where: str | None = None) -> RobustnessConfig:
@@ -252,13 +257,17 @@ def _condition_name(shift: str, severity: int) -> str:
 
 def run_robustness(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], cfg: RobustnessConfig, *,
                    root: str | Path, cache_dir: str | Path, device: Any = None, num_workers: int = 0,
-                   retrain: bool = False, progress: bool = True) -> RobustnessRun:
+                   retrain: bool = False, progress: bool = True,
+                   trunk_memo: TrunkMemo | None = None) -> RobustnessRun:
     """Encoders × tasks × (clean, shifts × severities, group hold-outs) → per-image test scores and timing.
 
     For each encoder: clean features of each whole table (cached), one probe per task on the clean training split (all
     labels), the clean test scores, then the test images re-encoded once per shift and severity (cached) and scored by
     the same probe; then, for each ``cfg.holdout`` column present in the table, every test image scored by a probe
     trained without its group. ``run.timing`` records the seconds and the encode throughput per encoder.
+
+    Each shifted test set is read and run through the shared trunk once for all encoders whose trunks are equal
+    (``trunk_memo``, else a new :class:`~mammoclip_kit.eval.features.TrunkMemo` of ``cfg.shared_trunk`` stages).
     """
     from mammoclip_kit.env import progress_bar as tqdm
 
@@ -268,6 +277,8 @@ def run_robustness(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFra
     if missing:
         print(f"note: no {', '.join(missing)} table; skipping tasks {[t.name for t in tasks if t.table in missing]}")
         tasks = [t for t in tasks if t.table in tables]
+    if trunk_memo is None and cfg.shared_trunk:
+        trunk_memo = TrunkMemo(blocks=cfg.shared_trunk)
     run = RobustnessRun()
     timing: dict[str, Any] = {"clean_features_seconds": 0.0, "shifted_features_seconds": 0.0, "shifted_computed": 0,
                               "shifted_from_cache": 0, "encode_images_per_second": {}, "probe_seconds": 0.0}
@@ -280,7 +291,7 @@ def run_robustness(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFra
             clean = cached_features(encoder, table, root=root, cache_dir=cache_dir, table=table_name,
                                     image_size=cfg.image_size, batch_size=cfg.batch_size, device=device,
                                     num_workers=num_workers, retrain=retrain, progress=progress,
-                                    fingerprint=fingerprint)
+                                    fingerprint=fingerprint, trunk_memo=trunk_memo)
             timing["clean_features_seconds"] += clean.seconds
             if not clean.from_cache:
                 computed_images, computed_seconds = computed_images + len(table), computed_seconds + clean.seconds
@@ -317,7 +328,8 @@ def run_robustness(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFra
                 shifted = cached_features(encoder, test_df, root=root, cache_dir=cache_dir, table=f"{table_name}-test",
                                           image_size=cfg.image_size, transform=transform, transform_key=transform.key,
                                           batch_size=cfg.batch_size, device=device, num_workers=num_workers,
-                                          retrain=retrain, progress=False, fingerprint=fingerprint)
+                                          retrain=retrain, progress=False, fingerprint=fingerprint,
+                                          trunk_memo=trunk_memo)
                 timing["shifted_features_seconds"] += shifted.seconds
                 timing["shifted_from_cache" if shifted.from_cache else "shifted_computed"] += 1
                 if not shifted.from_cache:

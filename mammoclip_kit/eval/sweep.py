@@ -27,7 +27,7 @@ import torch
 from mammoclip_kit.artifacts import Artifact
 from mammoclip_kit.config import StageConfig
 from mammoclip_kit.eval.encoders import EncoderSpec
-from mammoclip_kit.eval.features import FeatureSet, cached_features, model_fingerprint
+from mammoclip_kit.eval.features import FeatureSet, TrunkMemo, cached_features, model_fingerprint
 from mammoclip_kit.eval.finetune import FineTuneConfig, fine_tune, predict_table
 from mammoclip_kit.eval.linear_probe import LinearProbeConfig, fit_linear_probe
 from mammoclip_kit.eval.metrics import ConfidenceInterval, bootstrap_ci, roc_auc
@@ -68,6 +68,9 @@ class SweepConfig(StageConfig):
     probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
     finetune_encoders: list[str] = field(default_factory=list)  # encoders that are also fine-tuned
+    # encoders that get linear probes (None = every encoder given); the others are only fine-tuned (the classroom's
+    # random tower is the paper's fine-tuned baseline; its probe would cost a feature pass)
+    probe_encoders: list[str] | None = None
     finetune_fractions: list[float] = field(default_factory=lambda: [0.1])
     finetune_seeds: list[int] = field(default_factory=lambda: [0])
     finetune_tasks: list[str] | None = None  # None = all tasks
@@ -76,10 +79,16 @@ class SweepConfig(StageConfig):
     n_boot: int = 1000  # bootstrap replicates per reported metric
     rsna_test_fold: int = 0
     rsna_train_folds: list[int] | None = None  # None = every fold but the test fold
+    # stages whose maps encoders with equal trunks share on a CPU (features.TrunkMemo; 0 = off): same features
+    shared_trunk: int = 3
 
     def __post_init__(self) -> None:
         if self.image_size is not None:
             self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        if self.shared_trunk < 0:
+            raise ValueError(f"data_efficiency shared_trunk must be >= 0, got {self.shared_trunk}")
+        if self.probe_encoders is not None:  # "mammoclip_vindr?" (optional) names the encoder mammoclip_vindr
+            self.probe_encoders = [str(name).rstrip("?") for name in self.probe_encoders]
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None, where: str | None = None) -> SweepConfig:
@@ -219,7 +228,7 @@ def _budget_label(fraction: float | None, shots: int | None) -> str:
 def run_sweep(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], cfg: SweepConfig, *,
               root: str | Path, cache_dir: str | Path, csv_path: str | Path | None = None, device: Any = None,
               num_workers: int = 0, retrain: bool = False, checkpoint_root: str | Path | None = None,
-              progress: bool = True) -> pd.DataFrame:
+              progress: bool = True, trunk_memo: TrunkMemo | None = None) -> pd.DataFrame:
     """Encoders × methods × tasks × label budgets × seeds → a tidy table (one row per metric).
 
     ``tables`` maps a table name (``vindr``, ``rsna``) to its built table; tasks whose table is missing are skipped with
@@ -227,7 +236,8 @@ def run_sweep(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], 
     the encoder's input size unless ``cfg.image_size`` is set). With ``csv_path`` each finished point is appended at
     once and points already in the file are skipped (:class:`SweepLog`), so an interrupted sweep resumes;
     ``retrain=True`` or other settings start a new file. Timing (feature extraction, probes, fine-tunes, cache hits) is
-    in ``result.attrs["timing"]``.
+    in ``result.attrs["timing"]``. Encoders with equal trunks share its maps (``trunk_memo``, else a new
+    :class:`~mammoclip_kit.eval.features.TrunkMemo` of ``cfg.shared_trunk`` stages): the same features, less work.
 
     Columns: encoder, fingerprint, method (``linear_probe`` / ``finetune``), task, budget, fraction, shots, seed,
     n_train_images, n_train_patients, n_train_positive, n_test, metric, value, ci_low, ci_high, seconds, note (why a
@@ -241,6 +251,8 @@ def run_sweep(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], 
 
     root, device = Path(root), torch.device(device) if device is not None else torch.device("cpu")
     log = SweepLog(csv_path, cfg.result_settings(), retrain=retrain)
+    if trunk_memo is None and cfg.shared_trunk:
+        trunk_memo = TrunkMemo(blocks=cfg.shared_trunk)
     timing = {"features_seconds": 0.0, "features_from_cache": 0, "features_computed": 0,
               "features_compute_seconds_when_cached": 0.0, "probe_seconds": 0.0, "finetune_seconds": 0.0}
     tasks = [get_task(t) for t in cfg.tasks]
@@ -260,7 +272,8 @@ def run_sweep(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], 
             table = tables[task.table]
             train_df, test_df = split_for_task(table, task, test_fold=cfg.rsna_test_fold,
                                                train_folds=cfg.rsna_train_folds)
-            plan = [("linear_probe", f, s, seed) for f, s in budgets for seed in cfg.seeds]
+            probed = cfg.probe_encoders is None or spec.matches(cfg.probe_encoders)
+            plan = [("linear_probe", f, s, seed) for f, s in budgets for seed in cfg.seeds] if probed else []
             if spec.matches(cfg.finetune_encoders) and (cfg.finetune_tasks is None or task.name in cfg.finetune_tasks):
                 plan += [("finetune", f, None, seed) for f in cfg.finetune_fractions for seed in cfg.finetune_seeds]
             plan = [p for p in plan
@@ -284,7 +297,7 @@ def run_sweep(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], 
                         fs = cached_features(encoder, table, root=root, cache_dir=cache_dir, table=task.table,
                                              image_size=cfg.image_size, batch_size=cfg.batch_size, device=device,
                                              num_workers=num_workers, retrain=retrain, progress=progress,
-                                             fingerprint=fingerprint)
+                                             fingerprint=fingerprint, trunk_memo=trunk_memo)
                         features[task.table] = fs
                         timing["features_seconds"] += fs.seconds
                         timing["features_from_cache" if fs.from_cache else "features_computed"] += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -282,3 +283,42 @@ def test_paired_comparison_breast_level_averages_views() -> None:
     scores = _paired_scores(test, {"a": [a], "b": [b]}).assign(task="cancer")
     result = paired_comparison(scores, test, "cancer", {"encoder": "a"}, {"encoder": "b"}, n_boot=20)
     assert result.point == pytest.approx(1.0)
+
+
+def test_trunk_memo_shares_the_trunk_and_gives_the_plain_features(cohort) -> None:
+    from mammoclip_kit.eval.features import TrunkMemo
+    from mammoclip_kit.models.loader import image_tower, load_model
+
+    root, table = cohort
+    paths, keys = [root / p for p in table["png_path"]], table["image_id"].tolist()
+    first = image_tower(load_model("smoke", image_only=True, device="cpu"))
+    second = copy.deepcopy(first)  # same trunk, other later stages (like CLIP vs Mammo-CLIP from one ImageNet start)
+    with torch.no_grad():
+        for p in second.model.blocks[-1].parameters():
+            p.add_(0.1)
+    other = image_tower(load_model("smoke", image_only=True, device="cpu"))
+    with torch.no_grad():
+        other.model.conv_stem.weight.mul_(-1.0)  # another trunk: must not read the first one's maps
+    options = dict(image_size=(64, 32), batch_size=8, progress=False, keys=keys)
+    memo = TrunkMemo(blocks=2)
+    for encoder in (first, second, other):
+        plain = extract_features(encoder, paths, **options)
+        shared = extract_features(encoder, paths, trunk_memo=memo, **options)
+        np.testing.assert_allclose(shared, plain, rtol=1e-4, atol=1e-5)
+    # first: all computed; second: all served from the memo; other: all computed again
+    assert memo.computed == 2 * len(paths) and memo.hits == len(paths) and len(memo) == 2 * len(paths)
+    # a shifted image is another entry, and the transform must be named
+    with pytest.raises(ValueError, match="transform_key"):
+        extract_features(first, paths, trunk_memo=memo, transform=lambda im, key: 255 - im, **options)
+    inverted = extract_features(first, paths, trunk_memo=memo, transform=lambda im, key: 255 - im,
+                                transform_key="invert", **options)
+    assert memo.computed == 3 * len(paths)
+    np.testing.assert_allclose(inverted, extract_features(first, paths, transform=lambda im, key: 255 - im, **options),
+                               rtol=1e-4, atol=1e-5)
+    # an encoder that cannot be split runs as usual; a full memo computes without keeping
+    tiny = TinyEncoder()
+    np.testing.assert_allclose(extract_features(tiny, paths, trunk_memo=memo, **options),
+                               extract_features(tiny, paths, **options), rtol=1e-5, atol=1e-6)
+    small = TrunkMemo(blocks=2, max_bytes=0)
+    extract_features(first, paths, trunk_memo=small, **options)
+    assert len(small) == 0 and small.computed == len(paths)
