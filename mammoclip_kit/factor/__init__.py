@@ -27,7 +27,8 @@ patients (that code stopped on the test split).
 Documented variants, each a profile setting chosen on validation images (notebook 09 re-measures the choice): the map
 of an earlier stage (``stride``), channel weights from the contrast between training images with and without the
 finding (``channel_weights: contrast``, :func:`channel_contrast`), and a band along the skin line left out of the
-breast mask (``margin``). The paper's recipe stays the reference the notebook reports beside them.
+breast mask (``margin``), and the number of channels (``top_k_choices``). The paper's recipe stays the reference the
+notebook reports beside them; :func:`peak_contrast` (image labels, no text) is the label-only reference.
 
 Public names are re-exported here (``from mammoclip_kit import factor as FA``).
 """
@@ -58,7 +59,13 @@ from mammoclip_kit.factor.data import (
 )
 from mammoclip_kit.factor.features import feature_maps, stitched_features, tap_for_stride, tower_map
 from mammoclip_kit.factor.figures import heatmap_viewer, show_heatmap, widgets_available
-from mammoclip_kit.factor.heatmaps import channel_contrast, factor_heatmaps, gradcam_head, gradcam_heatmaps
+from mammoclip_kit.factor.heatmaps import (
+    channel_contrast,
+    factor_heatmaps,
+    gradcam_head,
+    gradcam_heatmaps,
+    peak_contrast,
+)
 from mammoclip_kit.factor.localization import (
     LocalizationBootstrap,
     LocalizationResult,
@@ -85,7 +92,7 @@ __all__ = [
     "box_oracle_heatmaps", "box_supervised_weights", "boxes_for", "ceiling_metrics", "chance_pointing",
     "channel_alignment", "channel_contrast", "channel_hit_rates", "evaluate_localization", "factor_data",
     "factor_heatmaps", "factor_loss", "feature_maps", "gradcam_head", "gradcam_heatmaps", "heatmap_to_boxes",
-    "heatmap_viewer", "image_labels", "localisation_table", "localization_bootstrap", "localize", "show_heatmap",
-    "stack_attributes", "stitched_features", "tap_for_stride", "tissue_mask", "tower_map", "train_mapper",
+    "heatmap_viewer", "image_labels", "localisation_table", "localization_bootstrap", "localize", "peak_contrast",
+    "show_heatmap", "stack_attributes", "stitched_features", "tap_for_stride", "tissue_mask", "tower_map", "train_mapper",
     "upsample", "widgets_available",
 ]

@@ -40,6 +40,30 @@ def channel_contrast(alignment: torch.Tensor, labels: Any) -> torch.Tensor:
     return alignment[y].mean(0) - alignment[~y].mean(0)
 
 
+def peak_contrast(maps: torch.Tensor, labels: Any, masks: torch.Tensor | None = None) -> torch.Tensor:
+    """A channel weighting from image-level labels alone, with no text: how much higher a channel's peak is on the
+    images with the finding than on those without it → ``(C,)``, Welch's t statistic of the per-image spatial maximum.
+
+    ``maps`` ``(N, C, h, w)`` are training images' feature maps, ``labels`` ``(N,)`` their 0/1 labels; ``masks``
+    (``(N, h, w)`` booleans, optional) restricts the maximum to cells inside the breast. A lesion is local, so a channel
+    that answers it raises its *peak*, while its mean over the image barely moves. This is not FActOR (no attribute
+    embedding, no mapper): notebook 09 shows it beside FActOR as the label-only reference, i.e. what a channel choice
+    without the text can reach on the same map. Without positives or negatives the weights are 0.
+    """
+    y = torch.as_tensor(np.asarray(labels, dtype=np.float32)).reshape(-1) > 0
+    if maps.dim() != 4 or len(y) != len(maps):
+        raise ValueError(f"peak_contrast: maps must be (N, C, h, w) with N = {len(y)} labels, got {tuple(maps.shape)}")
+    values = maps.float()
+    if masks is not None:
+        values = values.masked_fill(~torch.as_tensor(masks, dtype=torch.bool)[:, None], float("-inf"))
+    peaks = values.flatten(2).amax(2)
+    if not bool(y.any()) or bool(y.all()):
+        return torch.zeros(maps.shape[1])
+    pos, neg = peaks[y], peaks[~y]
+    spread = pos.var(0, unbiased=len(pos) > 1) / len(pos) + neg.var(0, unbiased=len(neg) > 1) / len(neg)
+    return (pos.mean(0) - neg.mean(0)) / spread.clamp_min(1e-12).sqrt()
+
+
 def factor_heatmaps(alignment: torch.Tensor, maps: torch.Tensor, top_k: int = 20) -> torch.Tensor:
     """Weighted sum of the ``top_k`` best-aligned channels' maps → ``(N, h, w)``.
 

@@ -42,6 +42,7 @@ class FactorConfig(StageConfig):
     val_fraction: float = 0.2        # training patients held out for early stopping (the released code: the test split)
     train_rows: str = "findings"     # findings = images with any attribute (the released code); all = every image
     top_k: int = 20                  # channels combined into a heatmap
+    top_k_choices: tuple[int, ...] = ()  # top_k values compared on validation images (notebook 09); () = top_k only
     stride: int | None = None        # map the mapper and heatmaps read: None = the last map (the paper); 16, 8 = an
                                      # intermediate stage's output (finer grid, fewer channels)
     channel_weights: str = "image"   # image = each image's own top-k alignments (the paper); contrast = one weighting
@@ -58,6 +59,10 @@ class FactorConfig(StageConfig):
     def __post_init__(self) -> None:
         self.attributes = tuple(self.attributes)
         self.thresholds = tuple(self.thresholds)
+        self.top_k_choices = tuple(int(k) for k in self.top_k_choices)
+        if int(self.top_k) < 1 or any(k < 1 for k in self.top_k_choices):
+            raise ValueError(f"factor settings: top_k and top_k_choices must be >= 1, got {self.top_k} and "
+                             f"{list(self.top_k_choices)}")
         bad = [a for a in self.attributes if a not in ATTRIBUTES]
         if bad:
             raise ValueError(f"factor settings: unknown attribute(s) {bad}; known: {sorted(ATTRIBUTES)}")

@@ -228,6 +228,20 @@ def test_sweep_writes_tidy_csv_and_resumes(cohort, tmp_path, capsys) -> None:
     assert not np.allclose(fifth["ci_low"].fillna(0), first["ci_low"].fillna(0))
 
 
+def test_sweep_fine_tunes_an_encoder_left_out_of_probe_encoders(cohort, tmp_path) -> None:
+    root, table = cohort
+    encoders = {"a": TinyEncoder(0), "random": TinyEncoder(1)}
+    specs = [EncoderSpec(name, lambda e=e: e) for name, e in encoders.items()]
+    cfg = SweepConfig(tasks=["mass"], fractions=[1.0], seeds=[0], probe_encoders=["a", "b?"],
+                      finetune=FineTuneConfig(epochs=1, batch_size=16, augment=False, max_steps=1, progress=False),
+                      finetune_encoders=["random"], finetune_fractions=[1.0], finetune_seeds=[0], n_boot=10)
+    assert cfg.probe_encoders == ["a", "b"]  # an optional name ("b?") names the encoder
+    result = run_sweep(specs, {"vindr": table}, cfg, root=root, cache_dir=tmp_path / "cache", progress=False)
+    methods = result.groupby("encoder")["method"].agg(set).to_dict()
+    assert methods == {"a": {"linear_probe"}, "random": {"finetune"}}
+    assert result.attrs["timing"]["features_computed"] == 1  # no feature pass for the fine-tuned-only tower
+
+
 def test_sweep_config_from_the_profile_and_the_notebook_parameters(tmp_path) -> None:
     ctx = make_context(None, profile="smoke", output_dir=str(tmp_path), device="cpu", batch_size=4, max_steps=2,
                        num_workers=1)

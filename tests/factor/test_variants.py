@@ -45,6 +45,29 @@ def test_channel_contrast_keeps_the_channels_that_rise_with_the_finding():
     assert float(heat[0, 0, 0]) == 0.0
 
 
+def test_peak_contrast_is_welchs_t_of_the_channel_peaks():
+    # channel 0: one bright cell on the images with the finding; channel 1: a uniform shift of the whole map on them
+    # (same peak rise, but spread over every cell); channel 2: brighter on the images without it
+    maps = torch.zeros(4, 3, 2, 2)
+    maps[0, 0, 0, 1], maps[1, 0, 1, 1] = 3.0, 5.0
+    maps[:2, 1] = 1.0
+    maps[2:, 2, 0, 0] = torch.tensor([2.0, 4.0])
+    labels = np.array([1, 1, 0, 0])
+    t = FA.peak_contrast(maps, labels)
+    # channel 0: peaks (3, 5) vs (0, 0): mean 4, Welch SE sqrt(2/2 + 0/2) = 1 → t = 4
+    # channel 1: peaks (1, 1) vs (0, 0): zero variance → difference / 1e-6
+    # channel 2: peaks (0, 0) vs (2, 4): −3 / 1 = −3
+    assert float(t[0]) == pytest.approx(4.0) and float(t[2]) == pytest.approx(-3.0)
+    assert float(t[1]) > 1e5
+    # a mask that hides channel 0's bright cell of image 1 lowers that image's peak: (3, 0) vs (0, 0) → t = 1
+    masks = torch.ones(4, 2, 2, dtype=torch.bool)
+    masks[1, 1, 1] = False
+    assert float(FA.peak_contrast(maps, labels, masks)[0]) == pytest.approx(1.0)
+    assert torch.equal(FA.peak_contrast(maps, np.ones(4)), torch.zeros(3))
+    with pytest.raises(ValueError, match="maps must be"):
+        FA.peak_contrast(maps, np.ones(3))
+
+
 def _lite0():
     from mammoclip_kit.models.towers import TimmImageTower
 
