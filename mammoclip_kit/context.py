@@ -306,6 +306,7 @@ def setup_notebook(notebook: str, namespace: dict[str, Any] | None = None, *, qu
     """
     picked = {name: namespace[name] for name in PARAMETERS if namespace is not None and name in namespace}
     picked.update(params)
+    env.tune_cpu_allocator()  # same numbers, ~20 % faster CPU steps (see its docstring)
     ctx = make_context(notebook, **picked)
     env.seed_everything(ctx.seed)
     ctx.output_dir.mkdir(parents=True, exist_ok=True)

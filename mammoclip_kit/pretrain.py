@@ -121,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mammoclip_kit.train.distributed import cleanup, init_distributed
     from mammoclip_kit.train.pipeline import run_pretraining
 
+    env.tune_cpu_allocator()
+
     overrides = list(args.overrides)
     if args.text_encoder:
         overrides.append(f"text_encoder={args.text_encoder}")

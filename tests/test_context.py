@@ -83,3 +83,19 @@ def test_seed_everything_repeats_random_draws():
 def test_pick_device_honours_explicit_choice():
     assert str(env.pick_device("cpu")) == "cpu"
     assert env.pick_device(None).type in {"cpu", "cuda", "mps"}
+
+
+def test_cpu_allocator_tuning_is_applied_once_and_can_be_turned_off():
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    code = ("from mammoclip_kit import env; first = env.tune_cpu_allocator(); "
+            "print(first, env.tune_cpu_allocator(), 'CPU allocator' in env.versions_report())")
+    tuned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert tuned == [str(glibc), str(glibc), "True"]  # idempotent, and the versions report says what was done
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MAMMOCLIP_MALLOC": "default"}).stdout.split()
+    assert off == ["False", "False", "True"]

@@ -485,7 +485,9 @@ def context_from_args(argv: Sequence[str] | None, description: str) -> tuple[Run
     import argparse
 
     from mammoclip_kit.context import make_context
+    from mammoclip_kit.env import tune_cpu_allocator
 
+    tune_cpu_allocator()  # as the notebooks do (same numbers, faster CPU steps)
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--profile", choices=("smoke", "classroom", "paper"), default=None)
     parser.add_argument("--data-root", default=None, help="folder holding vindr/ and/or rsna/ (paper profile)")
