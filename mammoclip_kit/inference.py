@@ -52,6 +52,7 @@ __all__ = [
     "image_batches",
     "image_features",
     "load_model_input",
+    "model_device",
     "model_image_size",
     "normalize_prompts",
     "resolve_image_size",
@@ -111,7 +112,8 @@ def resolve_image_size(model: Any, image_size: Sequence[int] | None = None, *,
     return explicit
 
 
-def _model_device(model: Any) -> torch.device:
+def model_device(model: Any) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
     try:
         return next(model.parameters()).device
     except (StopIteration, AttributeError):
@@ -121,9 +123,9 @@ def _model_device(model: Any) -> torch.device:
 def _resolve_device(model: Any, device: Any) -> torch.device:
     """``device`` if given (the model is moved there), else the model's own device."""
     if device is None:
-        return _model_device(model)
+        return model_device(model)
     device = torch.device(device)
-    if _model_device(model) != device:
+    if model_device(model) != device:
         model.to(device)
     return device
 
@@ -312,7 +314,7 @@ def image_features(model: torch.nn.Module, images: Sequence[ImageLike], *, size:
     """
     from mammoclip_kit.env import progress_bar as tqdm
 
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     forward = forward if forward is not None else model
     loader = image_batches(images, size=size, batch_size=batch_size, num_workers=num_workers, dicom_mode=dicom_mode,
                            transform=transform, keys=keys)

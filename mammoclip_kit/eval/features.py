@@ -81,7 +81,7 @@ class TrunkMemo:
                  transform: Callable[[np.ndarray, str], np.ndarray] | None, transform_key: str, progress: bool,
                  desc: str) -> torch.Tensor:
         """Pooled features of ``paths``: the trunk run only for images not in the memo, then the encoder's own stages."""
-        from mammoclip_kit.inference import _model_device, eval_mode, image_features
+        from mammoclip_kit.inference import eval_mode, image_features, model_device
         from mammoclip_kit.train.trunk_cache import trunk_fingerprint
 
         if len(keys) != len(paths):
@@ -102,7 +102,7 @@ class TrunkMemo:
                     self.bytes += m.nbytes
         self.computed += len(todo)
         self.hits += len(keys) - len(todo)
-        device = torch.device(device) if device is not None else _model_device(encoder)
+        device = torch.device(device) if device is not None else model_device(encoder)
         out = []
         with eval_mode(encoder), torch.inference_mode():
             for start in range(0, len(keys), batch_size):
@@ -127,7 +127,7 @@ def extract_features(encoder: nn.Module, paths: Sequence[str | Path], *, image_s
     ``keys``, one per image, naming it; ``transform_key`` naming the transform) the trunk's maps are shared with the
     other encoders run through the same memo (:class:`TrunkMemo`); an encoder that cannot be split runs as usual.
     """
-    from mammoclip_kit.inference import _model_device, image_features
+    from mammoclip_kit.inference import image_features, model_device
 
     if not len(paths):
         return np.zeros((0, 0), dtype=np.float32)
@@ -137,7 +137,7 @@ def extract_features(encoder: nn.Module, paths: Sequence[str | Path], *, image_s
     # tower); the layout is switched back afterwards
     encoder.to(memory_format=torch.channels_last)
     # the memo is a CPU saving (a GPU runs the whole tower in float16 autocast instead)
-    run_device = torch.device(device) if device is not None else _model_device(encoder)
+    run_device = torch.device(device) if device is not None else model_device(encoder)
     use_memo = (trunk_memo is not None and keys is not None and run_device.type == "cpu"
                 and trunk_memo.supports(encoder))
     try:
