@@ -63,16 +63,21 @@ class TrunkMemo:
         self._maps: dict[tuple[str, ...], torch.Tensor] = {}
         self.bytes, self.hits, self.computed = 0, 0, 0
 
+    @classmethod
+    def create(cls, blocks: int) -> TrunkMemo | None:
+        """A memo of ``blocks`` stages, or None for 0 (a stage config's ``shared_trunk: 0`` turns sharing off)."""
+        return cls(blocks=blocks) if blocks else None
+
     def __len__(self) -> int:
         return len(self._maps)
 
     def supports(self, encoder: nn.Module) -> bool:
         """True when ``encoder`` can be split after ``blocks`` stages (an EfficientNet-like timm tower)."""
-        if not (hasattr(encoder, "forward_trunk") and hasattr(encoder, "forward_from_trunk")):
+        if not all(hasattr(encoder, name) for name in ("forward_trunk", "forward_from_trunk", "trunk_channels")):
             return False
         try:
-            encoder._check_trunk(self.blocks)
-        except (TypeError, ValueError):
+            encoder.trunk_channels(self.blocks)  # validates the split (raises for a tower without one)
+        except (AttributeError, TypeError, ValueError):
             return False
         return True
 

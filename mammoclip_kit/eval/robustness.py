@@ -277,8 +277,8 @@ def run_robustness(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFra
     if missing:
         print(f"note: no {', '.join(missing)} table; skipping tasks {[t.name for t in tasks if t.table in missing]}")
         tasks = [t for t in tasks if t.table in tables]
-    if trunk_memo is None and cfg.shared_trunk:
-        trunk_memo = TrunkMemo(blocks=cfg.shared_trunk)
+    if trunk_memo is None:
+        trunk_memo = TrunkMemo.create(cfg.shared_trunk)
     run = RobustnessRun()
     timing: dict[str, Any] = {"clean_features_seconds": 0.0, "shifted_features_seconds": 0.0, "shifted_computed": 0,
                               "shifted_from_cache": 0, "encode_images_per_second": {}, "probe_seconds": 0.0}

@@ -251,8 +251,8 @@ def run_sweep(encoders: Sequence[EncoderSpec], tables: dict[str, pd.DataFrame], 
 
     root, device = Path(root), torch.device(device) if device is not None else torch.device("cpu")
     log = SweepLog(csv_path, cfg.result_settings(), retrain=retrain)
-    if trunk_memo is None and cfg.shared_trunk:
-        trunk_memo = TrunkMemo(blocks=cfg.shared_trunk)
+    if trunk_memo is None:
+        trunk_memo = TrunkMemo.create(cfg.shared_trunk)
     timing = {"features_seconds": 0.0, "features_from_cache": 0, "features_computed": 0,
               "features_compute_seconds_when_cached": 0.0, "probe_seconds": 0.0, "finetune_seconds": 0.0}
     tasks = [get_task(t) for t in cfg.tasks]
