@@ -41,6 +41,8 @@ class FactorConfig(StageConfig):
     patience: int = 5                # early stopping: epochs without a lower validation loss
     val_fraction: float = 0.2        # training patients held out for early stopping (the released code: the test split)
     train_rows: str = "findings"     # findings = images with any attribute (the released code); all = every image
+    restarts: int = 1                # independently seeded mappers of the stride map on train_rows (seeds seed, seed+1,
+                                     # …); notebook 09 picks one per attribute on validation images
     top_k: int = 20                  # channels combined into a heatmap
     top_k_choices: tuple[int, ...] = ()  # top_k values compared on validation images (notebook 09); () = top_k only
     stride: int | None = None        # map the mapper and heatmaps read: None = the last map (the paper); 16, 8 = an
@@ -60,6 +62,8 @@ class FactorConfig(StageConfig):
         self.attributes = tuple(self.attributes)
         self.thresholds = tuple(self.thresholds)
         self.top_k_choices = tuple(int(k) for k in self.top_k_choices)
+        if int(self.restarts) < 1:
+            raise ValueError(f"factor settings: restarts must be >= 1 (mappers trained), got {self.restarts}")
         if int(self.top_k) < 1 or any(k < 1 for k in self.top_k_choices):
             raise ValueError(f"factor settings: top_k and top_k_choices must be >= 1, got {self.top_k} and "
                              f"{list(self.top_k_choices)}")

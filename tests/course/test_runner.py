@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import re
 
 import nbformat
 import pytest
@@ -106,7 +107,8 @@ def test_a_timeout_fails_the_notebook_naming_the_cell_and_the_time_without_a_rer
     result = runner.run_notebook(tmp_path / "00_slow.ipynb", tmp_path / "out", {}, timeout=3)
     assert result.status == "failed" and result.extra["timed_out"] and "retried" not in result.extra
     assert counter.read_text() == "1"  # the notebook ran once: its long phase was not started a second time
-    assert result.error.startswith("code cell 3 of 3 (notebook cell 2) ran 3 s, past the per-cell timeout of 3 s")
+    # the time is measured, so a loaded machine may print 4 s: the test names the cell and the limit exactly
+    assert re.match(r"code cell 3 of 3 \(notebook cell 2\) ran [3-9] s, past the per-cell timeout of 3 s", result.error)
     assert "time.sleep(30)" in result.failing_cell and result.extra["timed_out_cell"] == 2
     assert 3 <= result.wall_s < 30
     _notebook(tmp_path / "01_bad.ipynb", BAD)
