@@ -189,6 +189,14 @@ def test_dataset_keeps_only_images_with_the_finding(tiny_tables):
     assert target["boxes"].tolist() == [[15.0, 30.0, 27.0, 42.0]]  # halved with the image
     calc = DetectionDataset(images, boxes, root, "Suspicious_Calcification")
     assert list(calc.images["image_id"]) == ["img4"]
+    # decoded once, then served from memory as copies: a caller (or an augmentation) may change what it got
+    first, first_boxes, _ = mass.load(1)
+    first[:] = 0
+    first_boxes[:] = -1
+    again, again_boxes, _ = mass.load(1)
+    assert again.any() and again_boxes.tolist() == [[15.0, 30.0, 27.0, 42.0]]
+    (root / mass.images["png_path"].iloc[1]).unlink()  # the file is not read a second time
+    torch.testing.assert_close(mass[1][0], image)
     bad = boxes.copy()
     bad.loc[2, "png_xmax"] = 5
     with pytest.raises(ValueError, match="vindr_boxes row 2 .*img2"):
