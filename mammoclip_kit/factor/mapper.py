@@ -62,7 +62,8 @@ class FactorConfig(StageConfig):
         self.attributes = tuple(self.attributes)
         self.thresholds = tuple(self.thresholds)
         self.top_k_choices = tuple(int(k) for k in self.top_k_choices)
-        if int(self.restarts) < 1:
+        self.restarts = int(self.restarts)
+        if self.restarts < 1:
             raise ValueError(f"factor settings: restarts must be >= 1 (mappers trained), got {self.restarts}")
         if int(self.top_k) < 1 or any(k < 1 for k in self.top_k_choices):
             raise ValueError(f"factor settings: top_k and top_k_choices must be >= 1, got {self.top_k} and "
