@@ -62,15 +62,24 @@ def test_mapper_keeps_channels_and_heads_apart():
         mapper(torch.randn(1, 7, 3, 3))
 
 
-def test_training_finds_the_channel_that_carries_the_attribute():
-    """Channel 0 lights up only in positive images: after training it must be the best-aligned channel."""
+def _toy_attribute(second_channel: bool = False):
+    """48 images (odd ones positive) of 6 channels on a 3 × 2 grid: channel 0 lights up in the positives (and, with
+    ``second_channel``, channel 1 as strongly elsewhere in the map); a random text embedding; a mapper config."""
     g = torch.Generator().manual_seed(1)
     n, c = 48, 6
     labels = (torch.arange(n) % 2).float()[:, None]
     maps = torch.rand(n, c, 3, 2, generator=g) * 0.3
     maps[labels[:, 0] == 1, 0, 1, 1] += 3.0
+    if second_channel:
+        maps[labels[:, 0] == 1, 1, 0, 0] += 3.0
     text = torch.nn.functional.normalize(torch.randn(1, 8, generator=g), dim=-1)
     config = FA.FactorConfig(attributes=("mass",), lr=3e-3, epochs=40, batch_size=8, patience=40)
+    return maps, labels, text, config
+
+
+def test_training_finds_the_channel_that_carries_the_attribute():
+    """Channel 0 lights up only in positive images: after training it must be the best-aligned channel."""
+    maps, labels, text, config = _toy_attribute()
     mapper, history = FA.train_mapper(maps[:32], labels[:32], text, config, val_maps=maps[32:],
                                       val_labels=labels[32:], seed=0, progress=False)
     assert history.val_loss[history.best_epoch - 1] < history.val_loss[0]
@@ -82,14 +91,7 @@ def test_training_finds_the_channel_that_carries_the_attribute():
 def test_the_seed_decides_which_of_two_equal_channels_a_mapper_settles_on():
     """The loss keeps each image's best channel only: with two channels that carry the attribute equally, the one a
     mapper ends up aligning depends on its seed (why notebook 09 trains `restarts` mappers and chooses on validation)."""
-    g = torch.Generator().manual_seed(1)
-    n, c = 48, 6
-    labels = (torch.arange(n) % 2).float()[:, None]
-    maps = torch.rand(n, c, 3, 2, generator=g) * 0.3
-    maps[labels[:, 0] == 1, 0, 1, 1] += 3.0
-    maps[labels[:, 0] == 1, 1, 0, 0] += 3.0  # a second channel as informative as the first, elsewhere in the map
-    text = torch.nn.functional.normalize(torch.randn(1, 8, generator=g), dim=-1)
-    config = FA.FactorConfig(attributes=("mass",), lr=3e-3, epochs=40, batch_size=8, patience=40)
+    maps, labels, text, config = _toy_attribute(second_channel=True)  # two channels, equally informative
     positives = labels[32:, 0] == 1
     winners = []
     for seed in range(6):
