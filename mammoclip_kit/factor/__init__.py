@@ -27,8 +27,10 @@ patients (that code stopped on the test split).
 Documented variants, each a profile setting chosen on validation images (notebook 09 re-measures the choice): the map
 of an earlier stage (``stride``), channel weights from the contrast between training images with and without the
 finding (``channel_weights: contrast``, :func:`channel_contrast`), and a band along the skin line left out of the
-breast mask (``margin``), the number of channels (``top_k_choices``), and the mapper's seed among ``restarts`` (the
-best-channel loss settles on different channels from different starts). The paper's recipe stays the reference the
+breast mask (``margin``), the number of channels (``top_k_choices``), the mapper's seed among ``restarts`` (the
+best-channel loss settles on different channels from different starts), and what a mapper sees of a channel
+(``descriptor: sorted``: its largest activations in decreasing order, where it peaks left out; see
+:class:`AttributeMapper`). The paper's recipe stays the reference the
 notebook reports beside them; :func:`peak_contrast` (image labels, no text) is the label-only reference.
 
 Public names are re-exported here (``from mammoclip_kit import factor as FA``).

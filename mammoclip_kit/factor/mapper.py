@@ -22,6 +22,8 @@ from torch import nn
 from mammoclip_kit.config import StageConfig
 from mammoclip_kit.factor.data import ATTRIBUTES
 
+DESCRIPTORS = ("flat", "sorted")
+
 
 @dataclass
 class FactorConfig(StageConfig):
@@ -32,9 +34,14 @@ class FactorConfig(StageConfig):
     PARAMETERS: ClassVar[dict[str, str]] = {"batch_size": "batch_size"}
 
     attributes: tuple[str, ...] = ("mass", "suspicious_calcification")
-    hidden: int | None = None        # mapper hidden width; None = h·w (as the authors' released code)
+    hidden: int | None = None        # mapper hidden width; None = the descriptor's length (h·w, as the released code)
+    descriptor: str = "flat"         # a channel's region descriptor: flat = its h·w activations in place (the paper);
+                                     # sorted = its descriptor_size largest activations, sorted (where it peaks does
+                                     # not matter, how strongly and how widely does; see AttributeMapper)
+    descriptor_size: int = 96        # values kept by the sorted descriptor (at most h·w)
     temperature: float = 0.07        # as the authors' released code
     lr: float = 1.0e-4               # AdamW, as the authors' released code
+    reference_lr: float | None = None  # the paper-reference mapper's (last map, flat descriptor; notebook 09); None = lr
     weight_decay: float = 0.01       # AdamW's default (the released code kept it)
     epochs: int = 20
     batch_size: int = 8
@@ -63,6 +70,11 @@ class FactorConfig(StageConfig):
         self.thresholds = tuple(self.thresholds)
         self.top_k_choices = tuple(int(k) for k in self.top_k_choices)
         self.restarts = int(self.restarts)
+        self.descriptor_size = int(self.descriptor_size)
+        if self.descriptor not in DESCRIPTORS:
+            raise ValueError(f"factor settings: descriptor must be one of {list(DESCRIPTORS)}, got {self.descriptor!r}")
+        if self.descriptor_size < 1:
+            raise ValueError(f"factor settings: descriptor_size must be >= 1, got {self.descriptor_size}")
         if self.restarts < 1:
             raise ValueError(f"factor settings: restarts must be >= 1 (mappers trained), got {self.restarts}")
         if int(self.top_k) < 1 or any(k < 1 for k in self.top_k_choices):
@@ -89,35 +101,55 @@ class FactorConfig(StageConfig):
 
 
 class AttributeMapper(nn.Module):
-    """One Linear–ReLU–Linear head per attribute, applied to every channel's flattened activation.
+    """One Linear–ReLU–Linear head per attribute, applied to every channel's region descriptor.
 
     ``forward(maps)`` takes feature maps ``(B, C, h, w)`` (or ``(B, C, h·w)``) and returns region embeddings
-    ``(B, C, A, D)``: channel ``c`` of image ``b`` as seen by attribute ``a``'s head. The inputs are divided by
-    ``scale`` (a buffer set from the training features' standard deviation) so that the learning rate does not depend
-    on the tower's activation range.
+    ``(B, C, A, D)``: channel ``c`` of image ``b`` as seen by attribute ``a``'s head. The descriptor of a channel is
+    (:meth:`describe`):
+
+    * ``"flat"`` (the paper): its ``h·w`` activations in place, ``in_dim = h·w``. A head then has to learn a lesion
+      detector for every position of the grid separately;
+    * ``"sorted"`` (a documented kit variant): its ``in_dim`` largest activations in decreasing order. The descriptor no
+      longer says *where* the channel peaks, only how strongly and over how many cells — what tells a channel that
+      answers a local finding from one that answers texture or density, wherever the lesion lies.
+
+    The descriptors are divided by ``scale`` (a buffer set from the training descriptors' standard deviation) so that
+    the learning rate does not depend on the tower's activation range.
 
     Unlike the authors' released code, the two heads' outputs are stacked on a new axis; that code concatenated them
     along the channel axis and reshaped with ``view(-1, 2, 512)``, which pairs consecutive channels of one head instead
     of the two heads of one channel.
     """
 
-    def __init__(self, in_dim: int, embed_dim: int, attributes: Sequence[str], hidden: int | None = None) -> None:
+    def __init__(self, in_dim: int, embed_dim: int, attributes: Sequence[str], hidden: int | None = None,
+                 descriptor: str = "flat") -> None:
         super().__init__()
         if in_dim < 1 or embed_dim < 1:
             raise ValueError(f"AttributeMapper: in_dim and embed_dim must be positive, got {in_dim}, {embed_dim}")
+        if descriptor not in DESCRIPTORS:
+            raise ValueError(f"AttributeMapper: descriptor must be one of {list(DESCRIPTORS)}, got {descriptor!r}")
         self.attributes = tuple(attributes)
-        self.in_dim, self.embed_dim = int(in_dim), int(embed_dim)
+        self.in_dim, self.embed_dim, self.descriptor = int(in_dim), int(embed_dim), descriptor
         hidden = int(hidden or in_dim)
         self.heads = nn.ModuleDict({a: nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, embed_dim))
                                     for a in self.attributes})
         self.register_buffer("scale", torch.tensor(1.0))
 
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+    def describe(self, maps: torch.Tensor) -> torch.Tensor:
+        """Every channel's descriptor ``(B, C, in_dim)`` (before scaling) from maps ``(B, C, h, w)`` or ``(B, C, h·w)``."""
         x = maps.flatten(2) if maps.dim() == 4 else maps
-        if x.dim() != 3 or x.shape[-1] != self.in_dim:
-            raise ValueError(f"AttributeMapper: expected (B, C, h, w) maps with h·w = {self.in_dim}, got shape "
-                             f"{tuple(maps.shape)}")
-        x = x.float() / self.scale
+        cells = x.shape[-1] if x.dim() == 3 else -1
+        if x.dim() != 3 or (self.descriptor == "flat" and cells != self.in_dim) or cells < self.in_dim:
+            need = f"h·w = {self.in_dim}" if self.descriptor == "flat" else f"h·w ≥ {self.in_dim}"
+            raise ValueError(f"AttributeMapper: expected (B, C, h, w) maps with {need} ({self.descriptor} descriptor), "
+                             f"got shape {tuple(maps.shape)}")
+        x = x.float()
+        if self.descriptor == "sorted":
+            x = x.topk(self.in_dim, dim=-1).values  # sorted, largest first
+        return x
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        x = self.describe(maps) / self.scale
         return torch.stack([self.heads[a](x) for a in self.attributes], dim=2)
 
 
@@ -215,7 +247,8 @@ def train_mapper(maps: torch.Tensor, labels: Any, attr_emb: torch.Tensor, config
 
     ``labels`` ``(N, A)`` mark which images have each attribute (order of ``config.attributes``); ``attr_emb`` is
     ``(A, D)``. AdamW (``config.lr``, ``config.weight_decay``), shuffled mini-batches of ``config.batch_size`` (seeded),
-    batches without any positive skipped. With validation maps, the epoch with the lowest validation loss is kept and
+    batches without any positive skipped; each channel is described as ``config.descriptor`` says (see
+    :class:`AttributeMapper`). With validation maps, the epoch with the lowest validation loss is kept and
     training stops after ``config.patience`` epochs without improvement; without them, the last epoch is kept.
     """
     config = config or FactorConfig()
@@ -231,10 +264,11 @@ def train_mapper(maps: torch.Tensor, labels: Any, attr_emb: torch.Tensor, config
     if has_val:
         val_y = _labels_tensor(val_labels, len(val_maps), n_attr, "val_labels")
     generator = torch.Generator().manual_seed(int(seed))
+    in_dim = h * w if config.descriptor == "flat" else min(config.descriptor_size, h * w)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        mapper = AttributeMapper(h * w, attr_emb.shape[1], config.attributes, config.hidden)
-    mapper.scale.fill_(float(maps.float().std().clamp_min(1e-6)))
+        mapper = AttributeMapper(in_dim, attr_emb.shape[1], config.attributes, config.hidden, config.descriptor)
+    mapper.scale.fill_(float(mapper.describe(maps).std().clamp_min(1e-6)))
     mapper.to(device)
     attr_emb = attr_emb.float().to(device)
     optimizer = torch.optim.AdamW(mapper.parameters(), lr=config.lr, weight_decay=config.weight_decay)

@@ -62,6 +62,22 @@ def test_mapper_keeps_channels_and_heads_apart():
         mapper(torch.randn(1, 7, 3, 3))
 
 
+def test_sorted_descriptor_says_how_a_channel_peaks_not_where():
+    mapper = FA.AttributeMapper(in_dim=3, embed_dim=4, attributes=("mass",), descriptor="sorted")
+    maps = torch.zeros(2, 2, 4, 4)
+    maps[0, 0, 0, 0], maps[0, 0, 1, 0] = 5.0, 2.0   # image 0: channel 0 peaks top left …
+    maps[1, 0, 3, 3], maps[1, 0, 2, 3] = 5.0, 2.0   # … image 1: the same peak bottom right
+    maps[:, 1] = 1.0
+    torch.testing.assert_close(mapper.describe(maps)[:, 0], torch.tensor([[5.0, 2.0, 0.0]] * 2))
+    torch.testing.assert_close(mapper.describe(maps)[:, 1], torch.ones(2, 3))
+    out = mapper(maps)
+    torch.testing.assert_close(out[0], out[1])  # moved peak, same embedding
+    flat = FA.AttributeMapper(in_dim=16, embed_dim=4, attributes=("mass",))
+    assert not torch.allclose(flat(maps)[0, 0], flat(maps)[1, 0])  # the paper's descriptor sees the position
+    with pytest.raises(ValueError, match="h·w ≥ 3"):
+        mapper(torch.zeros(1, 2, 1, 2))
+
+
 def _toy_attribute(second_channel: bool = False):
     """48 images (odd ones positive) of 6 channels on a 3 × 2 grid: channel 0 lights up in the positives (and, with
     ``second_channel``, channel 1 as strongly elsewhere in the map); a random text embedding; a mapper config."""
@@ -86,6 +102,30 @@ def test_training_finds_the_channel_that_carries_the_attribute():
     align = FA.channel_alignment(mapper, maps[32:], text)[:, :, 0]
     positives = labels[32:, 0] == 1
     assert (align[positives].argmax(1) == 0).float().mean() >= 0.9
+
+
+def test_sorted_descriptor_generalises_to_lesions_at_positions_never_seen_in_training():
+    """Training images have the lesion (channel 0's peak) in the top half of a 4 × 4 map, held-out images in the bottom
+    half: the sorted descriptor still finds channel 0 there, since it does not encode where the peak is."""
+    g = torch.Generator().manual_seed(2)
+    n, c = 64, 6
+    labels = (torch.arange(n) % 2).float()[:, None]
+    maps = torch.rand(n, c, 4, 4, generator=g) * 0.3
+    rows = torch.where(torch.arange(n) < 40, torch.randint(0, 2, (n,), generator=g), torch.randint(2, 4, (n,), generator=g))
+    cols = torch.randint(0, 4, (n,), generator=g)
+    for i in torch.nonzero(labels[:, 0] == 1).flatten():
+        maps[i, 0, rows[i], cols[i]] += 3.0
+    text = torch.nn.functional.normalize(torch.randn(1, 8, generator=g), dim=-1)
+    config = FA.FactorConfig(attributes=("mass",), lr=3e-3, epochs=40, batch_size=8, patience=40,
+                             descriptor="sorted", descriptor_size=4)
+    mapper, _ = FA.train_mapper(maps[:32], labels[:32], text, config, val_maps=maps[32:40], val_labels=labels[32:40],
+                                seed=0, progress=False)
+    assert mapper.in_dim == 4
+    align = FA.channel_alignment(mapper, maps[40:], text)[:, :, 0]
+    positives = labels[40:, 0] == 1
+    assert (align[positives].argmax(1) == 0).float().mean() >= 0.9
+    contrast = FA.channel_contrast(FA.channel_alignment(mapper, maps[:32], text)[:, :, 0], labels[:32, 0])
+    assert int(contrast.argmax()) == 0
 
 
 def test_the_seed_decides_which_of_two_equal_channels_a_mapper_settles_on():
@@ -134,3 +174,8 @@ def test_config_from_the_profile_section_and_notebook_parameters():
     with pytest.raises(ValueError, match="restarts must be >= 1"):
         FA.FactorConfig.from_dict({"restarts": 0})
     assert FA.FactorConfig.from_dict({"restarts": 3}).restarts == 3
+    with pytest.raises(ValueError, match="descriptor must be one of"):
+        FA.FactorConfig.from_dict({"descriptor": "pooled"})
+    with pytest.raises(ValueError, match="descriptor_size must be >= 1"):
+        FA.FactorConfig.from_dict({"descriptor_size": 0})
+    assert FA.FactorConfig.from_dict({"descriptor": "sorted", "reference_lr": 1e-3}).reference_lr == 1e-3
