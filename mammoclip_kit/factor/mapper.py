@@ -75,6 +75,9 @@ class FactorConfig(StageConfig):
             raise ValueError(f"factor settings: descriptor must be one of {list(DESCRIPTORS)}, got {self.descriptor!r}")
         if self.descriptor_size < 1:
             raise ValueError(f"factor settings: descriptor_size must be >= 1, got {self.descriptor_size}")
+        if self.reference_lr is not None and not float(self.reference_lr) > 0:
+            raise ValueError(f"factor settings: reference_lr must be a positive learning rate or null, got "
+                             f"{self.reference_lr}")
         if self.restarts < 1:
             raise ValueError(f"factor settings: restarts must be >= 1 (mappers trained), got {self.restarts}")
         if int(self.top_k) < 1 or any(k < 1 for k in self.top_k_choices):

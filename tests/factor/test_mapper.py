@@ -179,3 +179,5 @@ def test_config_from_the_profile_section_and_notebook_parameters():
     with pytest.raises(ValueError, match="descriptor_size must be >= 1"):
         FA.FactorConfig.from_dict({"descriptor_size": 0})
     assert FA.FactorConfig.from_dict({"descriptor": "sorted", "reference_lr": 1e-3}).reference_lr == 1e-3
+    with pytest.raises(ValueError, match="reference_lr must be a positive"):
+        FA.FactorConfig.from_dict({"reference_lr": 0})
