@@ -9,6 +9,7 @@ and pushes the best channels of images without it away (the paper's §2.3).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -97,6 +98,11 @@ class FactorConfig(StageConfig):
                              f"{self.channel_weights!r}")
         if self.train_rows not in ("findings", "all"):
             raise ValueError(f"factor settings: train_rows must be 'findings' or 'all', got {self.train_rows!r}")
+
+    def paper_reference(self) -> FactorConfig:
+        """These settings for the paper-reference mapper (the last map): the paper's flat descriptor, trained at
+        ``reference_lr`` when the profile sets one."""
+        return dataclasses.replace(self, descriptor="flat", lr=self.reference_lr or self.lr)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

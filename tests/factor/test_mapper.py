@@ -179,5 +179,8 @@ def test_config_from_the_profile_section_and_notebook_parameters():
     with pytest.raises(ValueError, match="descriptor_size must be >= 1"):
         FA.FactorConfig.from_dict({"descriptor_size": 0})
     assert FA.FactorConfig.from_dict({"descriptor": "sorted", "reference_lr": 1e-3}).reference_lr == 1e-3
+    reference = FA.FactorConfig.from_dict({"descriptor": "sorted", "lr": 1e-4, "reference_lr": 1e-3}).paper_reference()
+    assert (reference.descriptor, reference.lr) == ("flat", 1e-3)
+    assert FA.FactorConfig(descriptor="sorted", lr=2e-4).paper_reference().lr == 2e-4
     with pytest.raises(ValueError, match="reference_lr must be a positive"):
         FA.FactorConfig.from_dict({"reference_lr": 0})
